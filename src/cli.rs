@@ -1,0 +1,115 @@
+//! Command line: git daemon's flag spelling (`--base-path=DIR`, `--export-all`, …)
+//! plus the `install` subcommand that sets up the systemd user units.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// A git:// server for systemd socket activation, serving repositories with gix.
+#[derive(Debug, Parser)]
+#[command(name = "gitd", version, args_conflicts_with_subcommands = true)]
+#[command(after_help = "Examples:\n  \
+    gitd --base-path=$HOME/git --export-all          serve ~/git standalone on port 9418\n  \
+    gitd install --user --now                        install and start git.socket for this user\n  \
+    git clone git://localhost/myrepo.git             clone ~/git/myrepo.git")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Install git.socket and git.service as systemd user units.
+    Install(InstallArgs),
+}
+
+/// Flags of the server itself, spelled as `git daemon` spells them.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Remap every requested path relative to DIR (`git://host/foo` serves DIR/foo).
+    #[arg(long, value_name = "DIR")]
+    pub base_path: Option<PathBuf>,
+
+    /// If a path is not found under --base-path, also try it as an absolute path.
+    #[arg(long)]
+    pub base_path_relaxed: bool,
+
+    /// Serve every repository, without looking for `git-daemon-export-ok`.
+    #[arg(long)]
+    pub export_all: bool,
+
+    /// Match paths exactly: no suffix guessing and no whitelist prefixes.
+    #[arg(long)]
+    pub strict_paths: bool,
+
+    /// Tell clients why a request was refused instead of a generic message.
+    #[arg(long)]
+    pub informative_errors: bool,
+
+    /// Address to listen on when not socket-activated (repeatable; default: all).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Vec<String>,
+
+    /// Port to listen on when not socket-activated.
+    #[arg(long, default_value_t = 9418)]
+    pub port: u16,
+
+    /// Exit after this many seconds without connections (0: never). Default: 60
+    /// when socket-activated, never when standalone.
+    #[arg(long, value_name = "SECONDS")]
+    pub idle_timeout: Option<u64>,
+
+    /// Refuse connections past this many at once (0: unlimited).
+    #[arg(long, value_name = "N", default_value_t = 32)]
+    pub max_connections: usize,
+
+    /// Seconds a client has to send its request line after connecting.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    pub init_timeout: u64,
+
+    /// Seconds any single read or write of a request may take.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    pub timeout: u64,
+
+    /// Log every request, not only failures.
+    #[arg(long)]
+    pub verbose: bool,
+
+    /// Only serve repositories under these directories (git daemon's whitelist).
+    #[arg(value_name = "DIRECTORY")]
+    pub directories: Vec<PathBuf>,
+}
+
+/// `gitd install --user`: write the units and (with `--now`) start the socket.
+#[derive(Debug, Clone, Args)]
+pub struct InstallArgs {
+    /// Install for the current user's systemd manager (the only mode for now).
+    #[arg(long, required = true)]
+    pub user: bool,
+
+    /// Directory of the repositories to serve (default: ~/git).
+    #[arg(long, value_name = "DIR")]
+    pub base_path: Option<PathBuf>,
+
+    /// Serve every repository, without `git-daemon-export-ok` files.
+    #[arg(long)]
+    pub export_all: bool,
+
+    /// Port for git.socket to listen on.
+    #[arg(long, default_value_t = 9418)]
+    pub port: u16,
+
+    /// Address for git.socket to listen on (default: every address).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+
+    /// Idle timeout written into git.service, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    pub idle_timeout: u64,
+
+    /// Also enable and start git.socket right away.
+    #[arg(long)]
+    pub now: bool,
+}

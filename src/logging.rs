@@ -1,0 +1,32 @@
+//! Logs through tracing: to the journal when systemd connected our output to it
+//! (`JOURNAL_STREAM`), else to stderr.
+
+use std::io::IsTerminal;
+
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::prelude::*;
+
+/// Install the global subscriber. `verbose` lowers the default level to debug;
+/// `GITD_LOG` (an `EnvFilter` directive) overrides both.
+pub fn init(verbose: bool) {
+    let default = if verbose { "debug" } else { "info" };
+    let filter = EnvFilter::try_from_env("GITD_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    if std::env::var_os("JOURNAL_STREAM").is_some()
+        && let Ok(journald) = tracing_journald::layer()
+    {
+        tracing_subscriber::registry()
+            .with(filter)
+            .with(journald.with_syslog_identifier("gitd".into()))
+            .init();
+        return;
+    }
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::stderr().is_terminal())
+                .with_target(false),
+        )
+        .init();
+}

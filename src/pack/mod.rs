@@ -1,0 +1,159 @@
+//! Building a pack and streaming it to the client.
+//!
+//! Pack generation is blocking, CPU-bound gix work, so it runs on a blocking thread
+//! and hands the bytes to the connection task through a small bounded channel: a
+//! slow client slows down its own pack (back-pressure), never the server, and at
+//! most a few chunks are in memory per clone.
+
+pub mod objects;
+pub mod write;
+
+use std::io::Write;
+
+use gix_packetline::Channel;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+
+use crate::Result;
+use crate::connection::{Connection, MAX_BAND_DATA, MAX_SMALL_BAND_DATA};
+pub use objects::Selection;
+pub use write::PackStats;
+
+/// How pack bytes travel to the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sideband {
+    /// Raw pack bytes, no progress (a v0 client without `side-band`).
+    None,
+    /// `side-band`: 1000-byte pkt-lines.
+    Small,
+    /// `side-band-64k` (always in protocol v2).
+    Large,
+}
+
+/// Everything the pack step needs besides the repository.
+#[derive(Debug, Clone)]
+pub struct PackRequest {
+    pub selection: Selection,
+    pub ofs_delta: bool,
+    pub progress: bool,
+    pub sideband: Sideband,
+}
+
+/// A piece of the outgoing stream produced on the blocking side.
+enum Chunk {
+    Data(Vec<u8>),
+    Progress(String),
+}
+
+/// Chunk size of the channel between generator and socket.
+const CHUNK: usize = 64 * 1024;
+
+/// Build the pack for `req` and send it; the caller writes what frames the pack
+/// (v2's `packfile` header, the final flush).
+pub async fn send<S>(
+    conn: &mut Connection<S>,
+    repo: &gix::ThreadSafeRepository,
+    req: PackRequest,
+) -> Result<PackStats>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (tx, mut rx) = mpsc::channel::<Chunk>(4);
+    let repo = repo.clone();
+    let selection = req.selection.clone();
+    let (ofs_delta, progress) = (
+        req.ofs_delta,
+        req.progress && req.sideband != Sideband::None,
+    );
+    let task =
+        tokio::task::spawn_blocking(move || generate(&repo, &selection, ofs_delta, progress, tx));
+    let max = if req.sideband == Sideband::Small {
+        MAX_SMALL_BAND_DATA
+    } else {
+        MAX_BAND_DATA
+    };
+    while let Some(chunk) = rx.recv().await {
+        match (chunk, req.sideband) {
+            (Chunk::Data(d), Sideband::None) => conn.raw(&d).await?,
+            (Chunk::Data(d), _) => conn.band(Channel::Data, &d, max).await?,
+            (Chunk::Progress(p), _) => conn.band(Channel::Progress, p.as_bytes(), max).await?,
+        }
+    }
+    match task.await? {
+        Ok(stats) => Ok(stats),
+        Err(err) => {
+            if req.sideband != Sideband::None {
+                conn.band(Channel::Error, format!("fatal: {err}\n").as_bytes(), max)
+                    .await?;
+                conn.flush().await?;
+            }
+            Err(err)
+        }
+    }
+}
+
+/// The blocking half: enumerate, then write the pack into the channel.
+fn generate(
+    repo: &gix::ThreadSafeRepository,
+    selection: &Selection,
+    ofs_delta: bool,
+    progress: bool,
+    tx: mpsc::Sender<Chunk>,
+) -> Result<PackStats> {
+    let set = {
+        let repo = repo.to_thread_local();
+        objects::enumerate(&repo, selection)?
+    };
+    let n = set.ids.len();
+    if progress {
+        let _ = tx.blocking_send(Chunk::Progress(format!(
+            "Enumerating objects: {n}, done.\n"
+        )));
+    }
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut out = ChannelWriter {
+        tx: tx.clone(),
+        buf: Vec::with_capacity(CHUNK),
+    };
+    let stats = write::write_pack(repo, set.ids, ofs_delta, threads, &mut out)?;
+    out.flush()?;
+    if progress {
+        let _ = tx.blocking_send(Chunk::Progress(format!(
+            "Total {} (delta {}), reused {} (delta {}), pack-reused 0\n",
+            stats.objects, stats.deltas, stats.reused, stats.deltas
+        )));
+    }
+    Ok(stats)
+}
+
+/// `io::Write` into the channel, in chunks of [`CHUNK`] bytes.
+struct ChannelWriter {
+    tx: mpsc::Sender<Chunk>,
+    buf: Vec<u8>,
+}
+
+impl ChannelWriter {
+    fn send(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
+        self.tx.blocking_send(Chunk::Data(chunk)).map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client went away")
+        })
+    }
+}
+
+impl Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= CHUNK {
+            self.send()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.send()
+    }
+}

@@ -1,0 +1,185 @@
+//! Which objects a pack must contain: everything reachable from the wants that is
+//! not reachable from what the client has.
+//!
+//! gix can walk commits with hidden tips, but has no object-level exclusion, so the
+//! tree part is ours and follows git's `--objects-edge`: the trees of the *edge*
+//! commits (parents the client has of commits we send) are marked as seen first, so
+//! nothing the client already holds is walked or sent again.
+
+use gix::ObjectId;
+use gix::hashtable::HashSet;
+use gix::objs::FindExt;
+
+use crate::Result;
+
+/// The object ids to send, in the order they were found (commits first, then the
+/// trees and blobs of each commit, then tags).
+#[derive(Debug, Default)]
+pub struct ObjectSet {
+    pub ids: Vec<ObjectId>,
+    pub commits: usize,
+}
+
+/// What a pack is built from, after negotiation.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    /// The client's wants (any object kind).
+    pub wants: Vec<ObjectId>,
+    /// Objects we share with the client (acknowledged haves).
+    pub common: Vec<ObjectId>,
+    /// For `include-tag`: annotated tags as (tag object, peeled object).
+    pub include_tags: Vec<(ObjectId, ObjectId)>,
+}
+
+/// Enumerate the objects to send for `sel`.
+pub fn enumerate(repo: &gix::Repository, sel: &Selection) -> Result<ObjectSet> {
+    let mut seen: HashSet<ObjectId> = HashSet::default();
+    let mut out = ObjectSet::default();
+    let mut buf = Vec::new();
+
+    // Wants: tags are sent as they are and peeled, commits walked, trees and blobs
+    // sent with everything they contain.
+    let mut tips = Vec::new();
+    let mut roots = Vec::new();
+    let mut tags = Vec::new();
+    for want in &sel.wants {
+        peel_want(repo, *want, &mut tips, &mut roots, &mut tags)?;
+    }
+
+    // Commits the client has, peeled from whatever it named.
+    let mut hidden = Vec::new();
+    for id in &sel.common {
+        if let Ok(obj) = repo.find_object(*id)
+            && let Ok(obj) = obj.peel_tags_to_end()
+            && obj.kind == gix::object::Kind::Commit
+        {
+            hidden.push(obj.id);
+        }
+    }
+
+    let mut commits = Vec::new();
+    let mut parents = Vec::new();
+    if !tips.is_empty() {
+        let walk = repo.rev_walk(tips).with_hidden(hidden.iter().copied());
+        for info in walk.all()? {
+            let info = info?;
+            if seen.insert(info.id) {
+                commits.push(info.id);
+                parents.extend(info.parent_ids.iter().copied());
+            }
+        }
+    }
+
+    // Edge commits: parents we do not send, so the client has them. Everything in
+    // their trees is excluded from the walk below.
+    if !hidden.is_empty() {
+        let mut edge_seen: HashSet<ObjectId> = HashSet::default();
+        for parent in parents.into_iter().chain(hidden.iter().copied()) {
+            if seen.contains(&parent) || !edge_seen.insert(parent) {
+                continue;
+            }
+            if let Ok(commit) = repo.find_commit(parent) {
+                let tree = commit.tree_id()?.detach();
+                walk_tree(repo, tree, &mut seen, None, &mut buf)?;
+            }
+        }
+    }
+
+    out.commits = commits.len();
+    out.ids.extend_from_slice(&commits);
+    for commit in &commits {
+        let tree = repo.find_commit(*commit)?.tree_id()?.detach();
+        walk_tree(repo, tree, &mut seen, Some(&mut out.ids), &mut buf)?;
+    }
+    for root in roots {
+        if repo.find_header(root)?.kind() == gix::object::Kind::Tree {
+            walk_tree(repo, root, &mut seen, Some(&mut out.ids), &mut buf)?;
+        } else if seen.insert(root) {
+            out.ids.push(root);
+        }
+    }
+
+    // include-tag: annotated tags whose peeled object is in the pack, with every tag
+    // of their chain (git's `add_tag_chain`).
+    let sent: HashSet<ObjectId> = if sel.include_tags.is_empty() {
+        HashSet::default()
+    } else {
+        out.ids.iter().copied().collect()
+    };
+    for (tag, peeled) in &sel.include_tags {
+        if sent.contains(peeled) {
+            peel_tag_chain(repo, *tag, &mut tags)?;
+        }
+    }
+    for tag in tags {
+        if seen.insert(tag) {
+            out.ids.push(tag);
+        }
+    }
+    Ok(out)
+}
+
+/// Sort a wanted object into commit tips, tree/blob roots or tags (following tags).
+fn peel_want(
+    repo: &gix::Repository,
+    id: ObjectId,
+    tips: &mut Vec<ObjectId>,
+    roots: &mut Vec<ObjectId>,
+    tags: &mut Vec<ObjectId>,
+) -> Result<()> {
+    match peel_tag_chain(repo, id, tags)? {
+        (id, gix::object::Kind::Commit) => tips.push(id),
+        (id, _) => roots.push(id),
+    }
+    Ok(())
+}
+
+/// Follow a chain of tag objects starting at `id`, adding each tag to `tags`.
+/// Returns the first object that is not a tag.
+fn peel_tag_chain(
+    repo: &gix::Repository,
+    mut id: ObjectId,
+    tags: &mut Vec<ObjectId>,
+) -> Result<(ObjectId, gix::object::Kind)> {
+    loop {
+        let obj = repo.find_object(id)?;
+        if obj.kind != gix::object::Kind::Tag {
+            return Ok((id, obj.kind));
+        }
+        tags.push(id);
+        id = obj.into_tag().target_id()?.detach();
+    }
+}
+
+/// Add `root` and every tree and blob below it that is not in `seen` to `out` (or
+/// only to `seen` when `out` is `None`). Submodule commits are not followed.
+fn walk_tree(
+    repo: &gix::Repository,
+    root: ObjectId,
+    seen: &mut HashSet<ObjectId>,
+    mut out: Option<&mut Vec<ObjectId>>,
+    buf: &mut Vec<u8>,
+) -> Result<()> {
+    if !seen.insert(root) {
+        return Ok(());
+    }
+    if let Some(out) = out.as_deref_mut() {
+        out.push(root);
+    }
+    let mut stack = vec![root];
+    while let Some(tree) = stack.pop() {
+        for entry in repo.objects.find_tree_iter(&tree, buf)? {
+            let entry = entry?;
+            if entry.mode.is_commit() || !seen.insert(entry.oid.to_owned()) {
+                continue;
+            }
+            if let Some(out) = out.as_deref_mut() {
+                out.push(entry.oid.to_owned());
+            }
+            if entry.mode.is_tree() {
+                stack.push(entry.oid.to_owned());
+            }
+        }
+    }
+    Ok(())
+}

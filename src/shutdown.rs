@@ -1,0 +1,103 @@
+//! Why and when gitd stops: a signal, or no connection for `--idle-timeout`.
+//!
+//! [`Activity`] counts open connections and remembers when the last one closed; the
+//! listener asks it for the idle deadline. Stopping means: stop accepting (queued
+//! connections stay in the socket's backlog for the next instance), tell systemd
+//! `STOPPING=1`, let running requests finish within a grace period, exit 0.
+
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::notify;
+
+/// Connection bookkeeping shared by the listener and the handlers.
+#[derive(Debug)]
+pub struct Activity {
+    open: AtomicUsize,
+    served: AtomicU64,
+    bytes: AtomicU64,
+    last_close: Mutex<Instant>,
+    changed: Notify,
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Activity {
+            open: AtomicUsize::new(0),
+            served: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            last_close: Mutex::new(Instant::now()),
+            changed: Notify::new(),
+        }
+    }
+}
+
+impl Activity {
+    /// Count a new connection until the returned guard drops.
+    pub fn open(self: &Arc<Self>) -> ConnectionGuard {
+        self.open.fetch_add(1, Ordering::SeqCst);
+        self.report();
+        ConnectionGuard {
+            activity: Arc::clone(self),
+        }
+    }
+
+    pub fn open_connections(&self) -> usize {
+        self.open.load(Ordering::SeqCst)
+    }
+
+    /// Record a finished request and the bytes it sent.
+    pub fn served(&self, bytes: u64) {
+        self.served.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// When gitd becomes idle, if no connection is open.
+    pub fn idle_deadline(&self, timeout: std::time::Duration) -> Option<Instant> {
+        (self.open_connections() == 0)
+            .then(|| *self.last_close.lock().expect("not poisoned") + timeout)
+    }
+
+    /// Resolves after a connection closed.
+    pub async fn changed(&self) {
+        self.changed.notified().await
+    }
+
+    fn report(&self) {
+        notify::status(
+            self.open_connections(),
+            self.served.load(Ordering::Relaxed),
+            self.bytes.load(Ordering::Relaxed),
+        );
+    }
+}
+
+/// Held by each connection handler; closing the connection updates the idle clock.
+#[derive(Debug)]
+pub struct ConnectionGuard {
+    activity: Arc<Activity>,
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        *self.activity.last_close.lock().expect("not poisoned") = Instant::now();
+        self.activity.open.fetch_sub(1, Ordering::SeqCst);
+        self.activity.report();
+        self.activity.changed.notify_one();
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn signal() -> std::io::Result<&'static str> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    })
+}

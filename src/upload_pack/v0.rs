@@ -1,0 +1,338 @@
+//! Protocol v0 and v1: the ref advertisement, `want` lines with capabilities, and
+//! rounds of `have`s answered with ACK/NAK as `multi_ack`, `multi_ack_detailed` or
+//! plain, exactly as git's `upload-pack.c: get_common_commits` answers them.
+
+use gix::ObjectId;
+use gix::hashtable::HashSet;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::negotiate::Negotiation;
+use super::refs::{self, AdvertisedRef};
+use super::{blocking, not_our_ref, parse_oid};
+use crate::connection::{Connection, Packet};
+use crate::pack::{self, PackRequest, PackStats, Selection, Sideband};
+use crate::{ClientError, Result};
+
+/// Capabilities gitd offers in v0/v1, in git's order (`symref=` is added after).
+const CAPABILITIES: &[&str] = &[
+    "multi_ack",
+    "side-band",
+    "side-band-64k",
+    "ofs-delta",
+    "no-progress",
+    "include-tag",
+    "multi_ack_detailed",
+    "no-done",
+];
+
+/// How the client wants its ACKs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum MultiAck {
+    #[default]
+    None,
+    Plain,
+    Detailed,
+}
+
+/// What the client asked for in its `want` section.
+#[derive(Debug, Default)]
+struct Wants {
+    wants: Vec<ObjectId>,
+    multi_ack: MultiAck,
+    no_done: bool,
+    sideband: Option<Sideband>,
+    ofs_delta: bool,
+    no_progress: bool,
+    include_tag: bool,
+}
+
+pub async fn serve<S>(
+    conn: &mut Connection<S>,
+    repo: &gix::ThreadSafeRepository,
+    v1: bool,
+) -> Result<Option<PackStats>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let refs = blocking(repo, refs::collect).await?;
+    if v1 {
+        conn.text("version 1");
+    }
+    advertise(conn, &refs);
+    conn.flush().await?;
+
+    let Some(wants) = read_wants(conn).await? else {
+        return Ok(None);
+    };
+    let tips: HashSet<ObjectId> = refs.iter().filter_map(|r| r.target).collect();
+    if let Some(bad) = wants.wants.iter().find(|w| !tips.contains(*w)) {
+        return Err(not_our_ref(bad));
+    }
+
+    let Some(common) = negotiate(conn, repo, &wants).await? else {
+        return Ok(None);
+    };
+    let include_tags = if wants.include_tag {
+        refs.iter()
+            .filter_map(AdvertisedRef::as_annotated_tag)
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let sideband = wants.sideband.unwrap_or(Sideband::None);
+    let req = PackRequest {
+        selection: Selection {
+            wants: wants.wants,
+            common,
+            include_tags,
+        },
+        ofs_delta: wants.ofs_delta,
+        progress: !wants.no_progress,
+        sideband,
+    };
+    let stats = pack::send(conn, repo, req).await?;
+    if sideband != Sideband::None {
+        conn.flush_pkt();
+    }
+    conn.flush().await?;
+    Ok(Some(stats))
+}
+
+/// The ref advertisement: capabilities ride on the first line after a NUL.
+fn advertise<S: AsyncRead + AsyncWrite + Unpin>(conn: &mut Connection<S>, refs: &[AdvertisedRef]) {
+    let mut caps: Vec<String> = CAPABILITIES.iter().map(|c| c.to_string()).collect();
+    if let Some(t) = refs
+        .iter()
+        .find(|r| r.name == "HEAD" && r.target.is_some())
+        .and_then(|r| r.symref_target.as_ref())
+    {
+        caps.push(format!("symref=HEAD:{t}"));
+    }
+    caps.push("object-format=sha1".into());
+    caps.push(format!("agent={}", crate::agent()));
+    let caps = caps.join(" ");
+
+    let mut first = true;
+    for r in refs {
+        let Some(target) = r.target else { continue };
+        let mut line = format!("{target} ").into_bytes();
+        line.extend_from_slice(&r.name);
+        if first {
+            line.push(0);
+            line.extend_from_slice(caps.as_bytes());
+            first = false;
+        }
+        line.push(b'\n');
+        conn.data(&line);
+        if let Some(peeled) = r.peeled {
+            let mut line = format!("{peeled} ").into_bytes();
+            line.extend_from_slice(&r.name);
+            line.extend_from_slice(b"^{}\n");
+            conn.data(&line);
+        }
+    }
+    if first {
+        // No refs at all: git sends the capabilities on a placeholder line.
+        conn.data(
+            format!(
+                "{} capabilities^{{}}\0{caps}\n",
+                gix::hash::Kind::Sha1.null()
+            )
+            .as_bytes(),
+        );
+    }
+    conn.flush_pkt();
+}
+
+/// Read `want` lines up to the flush. `None` if the client wants nothing (a flush
+/// right away, or it hung up after the advertisement, as `git ls-remote` does).
+async fn read_wants<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Connection<S>,
+) -> Result<Option<Wants>> {
+    let mut w = Wants::default();
+    loop {
+        let packet = match conn.read_packet().await? {
+            None => return Ok(None),
+            Some(p) => p,
+        };
+        let line = match &packet {
+            Packet::Flush => break,
+            Packet::Data(_) => packet.text().expect("data"),
+            _ => {
+                return Err(ClientError::boxed(
+                    "git upload-pack: protocol error, unexpected special packet",
+                ));
+            }
+        };
+        let Some(rest) = line.strip_prefix(b"want ") else {
+            return Err(ClientError::boxed(format!(
+                "git upload-pack: protocol error, expected to get object ID, not '{}'",
+                crate::escape(line)
+            )));
+        };
+        let hex = &rest[..rest.len().min(40)];
+        w.wants.push(parse_oid(hex, line)?);
+        for feature in rest[hex.len()..]
+            .split(|&b| b == b' ')
+            .filter(|f| !f.is_empty())
+        {
+            match feature {
+                b"multi_ack" if w.multi_ack == MultiAck::None => w.multi_ack = MultiAck::Plain,
+                b"multi_ack_detailed" => w.multi_ack = MultiAck::Detailed,
+                b"no-done" => w.no_done = true,
+                b"side-band-64k" => w.sideband = Some(Sideband::Large),
+                b"side-band" if w.sideband.is_none() => w.sideband = Some(Sideband::Small),
+                b"ofs-delta" => w.ofs_delta = true,
+                b"no-progress" => w.no_progress = true,
+                b"include-tag" => w.include_tag = true,
+                _ => {} // agent=, thin-pack, … are fine to ignore
+            }
+        }
+    }
+    Ok((!w.wants.is_empty()).then_some(w))
+}
+
+/// Per-connection negotiation state across rounds (git keeps these in
+/// `get_common_commits`' locals).
+struct Rounds {
+    neg: Negotiation,
+    multi_ack: MultiAck,
+    no_done: bool,
+    sent_ready: bool,
+    last_hex: Option<ObjectId>,
+}
+
+enum RoundEnd {
+    Flush,
+    Done,
+}
+
+/// Run have/ACK rounds until `done` (or `no-done` readiness). Returns the common
+/// objects, or `None` if the client hung up.
+async fn negotiate<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Connection<S>,
+    repo: &gix::ThreadSafeRepository,
+    wants: &Wants,
+) -> Result<Option<Vec<ObjectId>>> {
+    let want_ids = wants.wants.clone();
+    let (multi_ack, no_done) = (wants.multi_ack, wants.no_done);
+    let mut state = blocking(repo, move |r| {
+        Ok(Rounds {
+            neg: Negotiation::new(r, &want_ids)?,
+            multi_ack,
+            no_done,
+            sent_ready: false,
+            last_hex: None,
+        })
+    })
+    .await?;
+    loop {
+        let mut haves = Vec::new();
+        let end = loop {
+            let Some(packet) = conn.read_packet().await? else {
+                return Ok(None);
+            };
+            match packet.text() {
+                None if packet == Packet::Flush => break RoundEnd::Flush,
+                Some(b"done") => break RoundEnd::Done,
+                Some(line) => match line.strip_prefix(b"have ") {
+                    Some(hex) => haves.push(parse_oid(hex, line)?),
+                    None => {
+                        return Err(ClientError::boxed(format!(
+                            "git upload-pack: expected SHA1 list, got '{}'",
+                            crate::escape(line)
+                        )));
+                    }
+                },
+                None => {
+                    return Err(ClientError::boxed(
+                        "git upload-pack: protocol error, unexpected special packet",
+                    ));
+                }
+            }
+        };
+        let (returned, replies, finished) = blocking(repo, move |r| {
+            let mut replies = Vec::new();
+            let finished = state.round(r, &haves, end, &mut replies)?;
+            Ok((state, replies, finished))
+        })
+        .await?;
+        state = returned;
+        for reply in replies {
+            conn.text(reply);
+        }
+        conn.flush().await?;
+        if finished {
+            return Ok(Some(state.neg.common().to_vec()));
+        }
+    }
+}
+
+impl Rounds {
+    /// One round of `have`s ended by a flush or `done`. Pushes the reply lines and
+    /// returns true when negotiation is over.
+    fn round(
+        &mut self,
+        repo: &gix::Repository,
+        haves: &[ObjectId],
+        end: RoundEnd,
+        out: &mut Vec<String>,
+    ) -> Result<bool> {
+        let (mut got_common, mut got_other) = (false, false);
+        for &have in haves {
+            if self.neg.have(repo, have)? {
+                got_common = true;
+                self.last_hex = Some(have);
+                match self.multi_ack {
+                    MultiAck::Detailed => out.push(format!("ACK {have} common")),
+                    MultiAck::Plain => out.push(format!("ACK {have} continue")),
+                    MultiAck::None if self.neg.common().len() == 1 => {
+                        out.push(format!("ACK {have}"))
+                    }
+                    MultiAck::None => {}
+                }
+            } else {
+                got_other = true;
+                if self.multi_ack != MultiAck::None && self.neg.ok_to_give_up(repo)? {
+                    if self.multi_ack == MultiAck::Detailed {
+                        self.sent_ready = true;
+                        out.push(format!("ACK {have} ready"));
+                    } else {
+                        out.push(format!("ACK {have} continue"));
+                    }
+                }
+            }
+        }
+        match end {
+            RoundEnd::Done => {
+                match self.last_hex {
+                    Some(last) if !self.neg.common().is_empty() => {
+                        if self.multi_ack != MultiAck::None {
+                            out.push(format!("ACK {last}"));
+                        }
+                    }
+                    _ => out.push("NAK".into()),
+                }
+                Ok(true)
+            }
+            RoundEnd::Flush => {
+                if self.multi_ack == MultiAck::Detailed
+                    && got_common
+                    && !got_other
+                    && self.neg.ok_to_give_up(repo)?
+                {
+                    self.sent_ready = true;
+                    out.push(format!("ACK {} ready", self.last_hex.expect("got_common")));
+                }
+                if self.neg.common().is_empty() || self.multi_ack != MultiAck::None {
+                    out.push("NAK".into());
+                }
+                if self.no_done && self.sent_ready {
+                    out.push(format!("ACK {}", self.last_hex.expect("sent ready")));
+                    return Ok(true);
+                }
+                Ok(false)
+            }
+        }
+    }
+}
