@@ -1,0 +1,1 @@
+//! A private `systemd --user` manager for tests (placeholder, being written).
