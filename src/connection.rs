@@ -233,7 +233,7 @@ mod tests {
 
     #[tokio::test]
     async fn decodes_data_flush_and_delimiter() {
-        let got = read_all(b"0009hello0000000100060a").await;
+        let got = read_all(b"0009hello000000010005\n").await;
         assert_eq!(
             got,
             vec![
