@@ -265,7 +265,8 @@ mod tests {
             whitelist: vec![base.join("pub")],
             ..Default::default()
         };
-        let abs = |rel: &str| std::os::unix::ffi::OsStringExt::into_vec(base.join(rel).into_os_string());
+        let abs =
+            |rel: &str| std::os::unix::ffi::OsStringExt::into_vec(base.join(rel).into_os_string());
         assert!(p.resolve(&abs("pub/x.git")).is_ok());
         assert_eq!(
             p.resolve(&abs("private/y.git")),

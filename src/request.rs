@@ -227,7 +227,10 @@ mod tests {
         assert_eq!(r.protocol_version(), ProtocolVersion::V2);
         // Without a host, the parameters follow the double NUL directly.
         let r = Request::parse(b"git-upload-pack /r\0\0version=1\0").unwrap();
-        assert_eq!((r.host.clone(), r.protocol_version()), (None, ProtocolVersion::V1));
+        assert_eq!(
+            (r.host.clone(), r.protocol_version()),
+            (None, ProtocolVersion::V1)
+        );
         // The highest known version wins, unknown ones are ignored.
         let r = Request::parse(b"git-upload-pack /r\0\0version=3\0version=1\0foo\0").unwrap();
         assert_eq!(r.protocol_version(), ProtocolVersion::V1);

@@ -65,6 +65,10 @@ pub async fn run(
     for l in &listeners {
         info!("listening on {}", l.local_addr()?);
     }
+    match config.idle_timeout {
+        Some(t) => info!("idle exit after {}s without connections", t.as_secs()),
+        None => info!("idle exit disabled"),
+    }
     let config = Arc::new(config);
     let activity = Arc::new(Activity::default());
     let limit = Arc::new(Semaphore::new(if config.max_connections == 0 {

@@ -21,7 +21,8 @@ pub const GITD: &str = env!("CARGO_BIN_EXE_gitd");
 pub fn scratch(name: &str) -> PathBuf {
     static N: AtomicUsize = AtomicUsize::new(0);
     let n = N.fetch_add(1, Ordering::SeqCst);
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}-{n}", std::process::id()));
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("{name}-{}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
@@ -54,7 +55,12 @@ pub fn git_output(dir: &Path, args: &[&str]) -> Output {
 /// Run git, panic with its stderr unless it succeeds, return stdout.
 pub fn git(dir: &Path, args: &[&str]) -> String {
     let out = git_output(dir, args);
-    assert!(out.status.success(), "git {args:?} failed in {}:\n{}", dir.display(), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "git {args:?} failed in {}:\n{}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -64,14 +70,26 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
 /// branch. Deterministic for a given `commits`.
 pub fn fixture(dir: &Path, name: &str, commits: usize) -> PathBuf {
     let repo = dir.join(name);
-    git(dir, &["init", "-q", "--bare", "-b", "main", repo.to_str().unwrap()]);
+    git(
+        dir,
+        &["init", "-q", "--bare", "-b", "main", repo.to_str().unwrap()],
+    );
     let mut s: Vec<u8> = Vec::new();
     let mut t = 1_600_000_000u64;
     let mut mark = 0;
-    let mut commit = |s: &mut Vec<u8>, branch: &str, msg: &str, from: Option<String>, merge: Option<String>, ops: &[Vec<u8>]| {
+    let mut commit = |s: &mut Vec<u8>,
+                      branch: &str,
+                      msg: &str,
+                      from: Option<String>,
+                      merge: Option<String>,
+                      ops: &[Vec<u8>]| {
         mark += 1;
         t += 3600;
-        writeln!(s, "commit refs/heads/{branch}\nmark :{mark}\ncommitter Test <test@example.com> {t} +0000").unwrap();
+        writeln!(
+            s,
+            "commit refs/heads/{branch}\nmark :{mark}\ncommitter Test <test@example.com> {t} +0000"
+        )
+        .unwrap();
         writeln!(s, "data {}\n{msg}", msg.len()).unwrap();
         if let Some(f) = from {
             writeln!(s, "from {f}").unwrap();
@@ -93,11 +111,19 @@ pub fn fixture(dir: &Path, name: &str, commits: usize) -> PathBuf {
     };
     let mut body = String::new();
     for i in 0..commits {
-        body.push_str(&format!("line {i}: {}\n", "lorem ipsum dolor sit amet ".repeat(i % 7 + 1)));
+        body.push_str(&format!(
+            "line {i}: {}\n",
+            "lorem ipsum dolor sit amet ".repeat(i % 7 + 1)
+        ));
         let module = format!("module {i}\n").repeat(20);
-        let mut ops = vec![file("README", body.as_bytes()), file(&format!("src/mod{}.txt", i % 5), module.as_bytes())];
+        let mut ops = vec![
+            file("README", body.as_bytes()),
+            file(&format!("src/mod{}.txt", i % 5), module.as_bytes()),
+        ];
         if i % 4 == 0 {
-            let bin: Vec<u8> = (0..2048u32).map(|b| ((b * 31 + i as u32 * 7) % 251) as u8).collect();
+            let bin: Vec<u8> = (0..2048u32)
+                .map(|b| ((b * 31 + i as u32 * 7) % 251) as u8)
+                .collect();
             ops.push(file(&format!("bin/blob{}.bin", i % 3), &bin));
         }
         if i % 9 == 5 {
@@ -108,22 +134,63 @@ pub fn fixture(dir: &Path, name: &str, commits: usize) -> PathBuf {
         }
         let (m, now) = commit(&mut s, "main", &format!("commit {i}"), None, None, &ops);
         if i == commits / 3 {
-            let (topic, _) = commit(&mut s, "topic", "topic work", Some(format!(":{m}")), None, &[file("topic.txt", b"topic\n")]);
-            commit(&mut s, "main", "merge topic", None, Some(format!(":{topic}")), &[]);
-            writeln!(s, "tag v1.0\nfrom :{m}\ntagger Test <test@example.com> {now} +0000\ndata 5\nv1.0\n").unwrap();
+            let (topic, _) = commit(
+                &mut s,
+                "topic",
+                "topic work",
+                Some(format!(":{m}")),
+                None,
+                &[file("topic.txt", b"topic\n")],
+            );
+            commit(
+                &mut s,
+                "main",
+                "merge topic",
+                None,
+                Some(format!(":{topic}")),
+                &[],
+            );
+            writeln!(
+                s,
+                "tag v1.0\nfrom :{m}\ntagger Test <test@example.com> {now} +0000\ndata 5\nv1.0\n"
+            )
+            .unwrap();
         }
         if i == commits / 2 {
             writeln!(s, "reset refs/tags/light\nfrom :{m}\n").unwrap();
-            commit(&mut s, "side", "side work", Some(format!(":{m}")), None, &[file("side.txt", b"side\n")]);
+            commit(
+                &mut s,
+                "side",
+                "side work",
+                Some(format!(":{m}")),
+                None,
+                &[file("side.txt", b"side\n")],
+            );
         }
     }
     let end = 1_600_000_000u64 + 3600 * (commits as u64 + 10);
-    writeln!(s, "tag v2.0\nfrom refs/heads/main\ntagger Test <test@example.com> {end} +0000\ndata 5\nv2.0\n").unwrap();
-    writeln!(s, "tag nested\nfrom refs/tags/v2.0\ntagger Test <test@example.com> {end} +0000\ndata 7\nnested\n").unwrap();
+    writeln!(s, "tag v2.0\nmark :999999\nfrom refs/heads/main\ntagger Test <test@example.com> {end} +0000\ndata 5\nv2.0\n").unwrap();
+    writeln!(
+        s,
+        "tag nested\nfrom :999999\ntagger Test <test@example.com> {end} +0000\ndata 7\nnested\n"
+    )
+    .unwrap();
     s.extend_from_slice(b"done\n");
-    let mut child = git_cmd(&repo).args(["fast-import", "--quiet", "--done"]).stdin(Stdio::piped()).spawn().unwrap();
+    let mut child = git_cmd(&repo)
+        .args(["fast-import", "--quiet", "--done"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     child.stdin.take().unwrap().write_all(&s).unwrap();
-    assert!(child.wait().unwrap().success(), "fast-import failed");
+    let out = child.wait_with_output().unwrap();
+    if !out.status.success() {
+        std::fs::write(dir.join("fast-import.stream"), &s).unwrap();
+        panic!(
+            "fast-import failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     std::fs::write(repo.join("git-daemon-export-ok"), "").unwrap();
     repo
 }
@@ -131,7 +198,10 @@ pub fn fixture(dir: &Path, name: &str, commits: usize) -> PathBuf {
 /// Add `n` commits to `branch` of a bare repo (through a temporary clone).
 pub fn add_commits(repo: &Path, branch: &str, n: usize, tag: &str) {
     let work = scratch("work");
-    git(&work, &["clone", "-q", "-b", branch, repo.to_str().unwrap(), "w"]);
+    git(
+        &work,
+        &["clone", "-q", "-b", branch, repo.to_str().unwrap(), "w"],
+    );
     let w = work.join("w");
     for i in 0..n {
         std::fs::write(w.join(format!("new-{tag}-{i}.txt")), format!("{tag} {i}\n")).unwrap();
@@ -163,7 +233,13 @@ impl NotifySocket {
         let mut seen = Vec::new();
         let mut buf = [0u8; 4096];
         while Instant::now() < deadline {
-            self.sock.set_read_timeout(Some(deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1)))).unwrap();
+            self.sock
+                .set_read_timeout(Some(
+                    deadline
+                        .saturating_duration_since(Instant::now())
+                        .max(Duration::from_millis(1)),
+                ))
+                .unwrap();
             match self.sock.recv(&mut buf) {
                 Ok(n) => {
                     let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
@@ -180,38 +256,45 @@ impl NotifySocket {
     }
 }
 
-/// A gitd process started on a listening socket the test owns, passed as fd 3 with
-/// `LISTEN_FDS=1` and `LISTEN_PID`, exactly as systemd passes `git.socket`. The test
-/// keeps its copy of the socket, so it can start the next instance after an exit.
+/// A gitd process started on listening sockets the test owns, passed as fds 3.. with
+/// `LISTEN_FDS` and `LISTEN_PID`, exactly as systemd passes `git.socket`. The test
+/// keeps its copies of the sockets, so it can start the next instance after an exit.
 pub struct Gitd {
     pub child: Child,
-    pub listener: TcpListener,
+    pub listeners: Vec<TcpListener>,
     pub port: u16,
     pub log: PathBuf,
     pub dir: PathBuf,
 }
 
 impl Gitd {
-    /// Start gitd serving `base` with `args`, on a fresh socket.
+    /// Start gitd with `args` on a fresh loopback socket.
     pub fn start(dir: &Path, args: &[&str]) -> Gitd {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        Self::start_on(dir, listener, args, None)
+        Self::start_on(dir, vec![listener], args, None)
     }
 
-    /// Start gitd on `listener`, optionally with a `NOTIFY_SOCKET`.
-    pub fn start_on(dir: &Path, listener: TcpListener, args: &[&str], notify: Option<&Path>) -> Gitd {
-        let port = listener.local_addr().unwrap().port();
+    /// Start gitd on `listeners` (fds 3, 4, …), optionally with a `NOTIFY_SOCKET`.
+    pub fn start_on(
+        dir: &Path,
+        listeners: Vec<TcpListener>,
+        args: &[&str],
+        notify: Option<&Path>,
+    ) -> Gitd {
+        let port = listeners[0].local_addr().unwrap().port();
         static LOGS: AtomicUsize = AtomicUsize::new(0);
         let log = dir.join(format!("gitd-{}.log", LOGS.fetch_add(1, Ordering::SeqCst)));
-        let fd = listener.as_raw_fd();
+        let fds: Vec<i32> = listeners.iter().map(|l| l.as_raw_fd()).collect();
+        let names = vec!["git.socket"; fds.len()].join(":");
         let mut cmd = Command::new("sh");
         cmd.arg("-c")
             .arg("LISTEN_PID=$$ exec \"$0\" \"$@\"")
             .arg(GITD)
             .args(args)
-            .env("LISTEN_FDS", "1")
-            .env("LISTEN_FDNAMES", "git.socket")
+            .env("LISTEN_FDS", fds.len().to_string())
+            .env("LISTEN_FDNAMES", names)
             .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
             .env_remove("JOURNAL_STREAM")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -219,28 +302,42 @@ impl Gitd {
         if let Some(n) = notify {
             cmd.env("NOTIFY_SOCKET", n);
         }
-        // SAFETY: only async-signal-safe calls between fork and exec.
+        // SAFETY: only async-signal-safe calls between fork and exec. Each listener is
+        // first moved above the target range, so dup2 cannot clobber a later source.
         unsafe {
             cmd.pre_exec(move || {
-                if fd == 3 {
-                    let flags = libc::fcntl(3, libc::F_GETFD);
-                    libc::fcntl(3, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
-                } else if libc::dup2(fd, 3) < 0 {
-                    return Err(std::io::Error::last_os_error());
+                let mut high = Vec::with_capacity(fds.len());
+                for &fd in &fds {
+                    let h = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 100);
+                    if h < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    high.push(h);
+                }
+                for (i, &h) in high.iter().enumerate() {
+                    if libc::dup2(h, 3 + i as i32) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
                 }
                 Ok(())
             });
         }
         let child = cmd.spawn().expect("spawn gitd");
-        Gitd { child, listener, port, log, dir: dir.to_owned() }
+        Gitd {
+            child,
+            listeners,
+            port,
+            log,
+            dir: dir.to_owned(),
+        }
     }
 
-    /// Start gitd again on the same socket (what systemd does on the next connection).
-    pub fn restart(self, args: &[&str], notify: Option<&Path>) -> Gitd {
-        let Gitd { mut child, listener, dir, .. } = self;
-        let _ = child.kill();
-        let _ = child.wait();
-        Self::start_on(&dir, listener, args, notify)
+    /// Start gitd again on the same sockets (what systemd does on the next connection).
+    pub fn restart(mut self, args: &[&str], notify: Option<&Path>) -> Gitd {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let listeners = std::mem::take(&mut self.listeners);
+        Self::start_on(&self.dir.clone(), listeners, args, notify)
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -300,7 +397,9 @@ pub enum Reply {
 impl Reply {
     pub fn text(&self) -> String {
         match self {
-            Reply::Data(d) => String::from_utf8_lossy(d).trim_end_matches('\n').to_string(),
+            Reply::Data(d) => String::from_utf8_lossy(d)
+                .trim_end_matches('\n')
+                .to_string(),
             other => format!("{other:?}"),
         }
     }
@@ -309,7 +408,9 @@ impl Reply {
 impl Raw {
     pub fn connect(port: u16) -> Raw {
         let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
         Raw { stream }
     }
 
@@ -328,13 +429,16 @@ impl Raw {
         if self.stream.read_exact(&mut len).is_err() {
             return Reply::Closed;
         }
-        let n = usize::from_str_radix(std::str::from_utf8(&len).expect("hex length"), 16).expect("hex length");
+        let n = usize::from_str_radix(std::str::from_utf8(&len).expect("hex length"), 16)
+            .expect("hex length");
         match n {
             0 => Reply::Flush,
             1 => Reply::Delim,
             n => {
                 let mut data = vec![0u8; n - 4];
-                self.stream.read_exact(&mut data).expect("complete pkt-line");
+                self.stream
+                    .read_exact(&mut data)
+                    .expect("complete pkt-line");
                 Reply::Data(data)
             }
         }
@@ -362,7 +466,10 @@ impl Raw {
 
 /// Refs of a repository as `git for-each-ref` prints them (sorted name → oid).
 pub fn refs_of(repo: &Path, pattern: &str) -> Vec<String> {
-    let out = git(repo, &["for-each-ref", "--format=%(objectname) %(refname)", pattern]);
+    let out = git(
+        repo,
+        &["for-each-ref", "--format=%(objectname) %(refname)", pattern],
+    );
     out.lines().map(str::to_owned).collect()
 }
 
@@ -381,7 +488,10 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
 /// Read a file of lines that a background reader appends to (helper for logs).
 pub fn lines(path: &Path) -> Vec<String> {
     match std::fs::File::open(path) {
-        Ok(f) => std::io::BufReader::new(f).lines().map_while(Result::ok).collect(),
+        Ok(f) => std::io::BufReader::new(f)
+            .lines()
+            .map_while(Result::ok)
+            .collect(),
         Err(_) => Vec::new(),
     }
 }
