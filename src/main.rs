@@ -59,14 +59,10 @@ fn serve(args: ServeArgs) -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        let stop = async {
-            match shutdown::signal().await {
-                Ok(sig) => tracing::info!("received {sig}"),
-                Err(e) => {
-                    tracing::warn!("cannot listen for signals: {e}");
-                    std::future::pending::<()>().await
-                }
-            }
+        let mut signals = shutdown::Signals::new()?;
+        let stop = async move {
+            let sig = signals.recv().await;
+            tracing::info!("received {sig}");
         };
         server::run(sockets.listeners, config, stop).await
     });

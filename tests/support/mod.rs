@@ -495,3 +495,13 @@ pub fn lines(path: &Path) -> Vec<String> {
         Err(_) => Vec::new(),
     }
 }
+
+/// A child process that is killed when the test ends, even by a panic.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
