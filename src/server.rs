@@ -107,6 +107,8 @@ pub async fn run(
                 };
                 let guard = activity.open();
                 let permit = limit.clone().try_acquire_owned().ok();
+                // IPv4 clients of a dual-stack socket appear as ::ffff:a.b.c.d.
+                let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
                 let handler = Handler { config: Arc::clone(&config), activity: Arc::clone(&activity), peer };
                 let done = done_tx.clone();
                 tokio::spawn(async move {
