@@ -237,7 +237,12 @@ impl Handler {
     }
 
     async fn serve(&self, conn: &mut Connection<TcpStream>, log: &mut RequestLog) -> Result<()> {
-        let line = match conn.read_packet().await? {
+        // --init-timeout bounds the whole request line, not each read: a client
+        // dripping one byte at a time must not hold a slot.
+        let first = tokio::time::timeout(self.config.init_timeout, conn.read_packet())
+            .await
+            .map_err(|_| "timed out waiting for the request line")??;
+        let line = match first {
             Some(Packet::Data(line)) => line,
             Some(_) => {
                 return Err(ClientError::boxed(

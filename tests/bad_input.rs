@@ -259,6 +259,23 @@ fn stalled_clients_time_out_without_blocking_others() {
     negotiating.send_pkt(b"git-upload-pack /repo.git\0host=localhost\0");
     negotiating.read_until_flush();
 
+    // One drips its request line a byte at a time, each byte well within the timeout.
+    let mut drip = Raw::connect(gitd.port);
+    let dripper = std::thread::spawn(move || {
+        let start = Instant::now();
+        for b in pkt(b"git-upload-pack /repo.git\0host=localhost\0") {
+            drip.send(&[b]);
+            std::thread::sleep(Duration::from_millis(300));
+            let closed = drip.stream.set_nonblocking(true).is_ok()
+                && matches!(drip.stream.peek(&mut [0u8; 8]), Ok(_));
+            let _ = drip.stream.set_nonblocking(false);
+            if closed || start.elapsed() > Duration::from_secs(10) {
+                break;
+            }
+        }
+        start.elapsed()
+    });
+
     // Meanwhile others are served.
     assert_clone_works(&gitd, &dir, &repo, "meanwhile.git");
 
@@ -267,6 +284,11 @@ fn stalled_clients_time_out_without_blocking_others() {
     assert!(half.is_closed(), "a half-sent request line is dropped");
     assert!(negotiating.is_closed(), "a stalled negotiation is dropped");
     assert!(start.elapsed() < Duration::from_secs(15));
+    let dripped = dripper.join().unwrap();
+    assert!(
+        dripped < Duration::from_secs(4),
+        "a dripping client is cut off by --init-timeout, not after {dripped:?}"
+    );
 }
 
 #[test]
