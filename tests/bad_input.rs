@@ -267,7 +267,7 @@ fn stalled_clients_time_out_without_blocking_others() {
             drip.send(&[b]);
             std::thread::sleep(Duration::from_millis(300));
             let closed = drip.stream.set_nonblocking(true).is_ok()
-                && matches!(drip.stream.peek(&mut [0u8; 8]), Ok(_));
+                && drip.stream.peek(&mut [0u8; 8]).is_ok();
             let _ = drip.stream.set_nonblocking(false);
             if closed || start.elapsed() > Duration::from_secs(10) {
                 break;

@@ -5,6 +5,7 @@
 //! slow client slows down its own pack (back-pressure), never the server, and at
 //! most a few chunks are in memory per clone.
 
+pub mod filter;
 pub mod objects;
 pub mod write;
 
@@ -14,8 +15,12 @@ use gix_packetline::Channel;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 
+use gix::ObjectId;
+
 use crate::Result;
 use crate::connection::{Connection, MAX_BAND_DATA, MAX_SMALL_BAND_DATA};
+use crate::upload_pack::fetch::FetchArgs;
+use crate::upload_pack::shallow::ShallowPlan;
 pub use objects::Selection;
 pub use write::PackStats;
 
@@ -35,8 +40,39 @@ pub enum Sideband {
 pub struct PackRequest {
     pub selection: Selection,
     pub ofs_delta: bool,
+    /// The client accepts deltas against objects it has (`thin-pack`).
+    pub thin: bool,
     pub progress: bool,
     pub sideband: Sideband,
+}
+
+impl PackRequest {
+    /// Assemble the pack step of a fetch from what the client asked for, the common
+    /// objects found by negotiation and the shallow plan.
+    pub fn new(
+        args: &FetchArgs,
+        common: Vec<ObjectId>,
+        include_tags: Vec<(ObjectId, ObjectId)>,
+        plan: ShallowPlan,
+        sideband: Sideband,
+    ) -> Self {
+        let mut wants = args.wants.clone();
+        wants.extend(plan.extra_wants);
+        PackRequest {
+            selection: Selection {
+                wants,
+                common,
+                include_tags,
+                grafts: plan.grafts,
+                extra_edges: plan.extra_edges,
+                filter: args.filter.clone(),
+            },
+            ofs_delta: args.ofs_delta,
+            thin: args.thin_pack,
+            progress: !args.no_progress,
+            sideband,
+        }
+    }
 }
 
 /// A piece of the outgoing stream produced on the blocking side.

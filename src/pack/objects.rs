@@ -10,6 +10,7 @@ use gix::ObjectId;
 use gix::hashtable::HashSet;
 use gix::objs::FindExt;
 
+use super::filter::Filter;
 use crate::Result;
 
 /// The object ids to send, in the order they were found (commits first, then the
@@ -29,6 +30,12 @@ pub struct Selection {
     pub common: Vec<ObjectId>,
     /// For `include-tag`: annotated tags as (tag object, peeled object).
     pub include_tags: Vec<(ObjectId, ObjectId)>,
+    /// Commits whose parents are not walked: the shallow boundary (git's grafts).
+    pub grafts: Vec<ObjectId>,
+    /// Further commits the client has, treated as edges (unshallowed commits).
+    pub extra_edges: Vec<ObjectId>,
+    /// Partial clone filter.
+    pub filter: Option<Filter>,
 }
 
 /// Enumerate the objects to send for `sel`.

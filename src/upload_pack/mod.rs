@@ -4,8 +4,11 @@
 //! advertisement and the negotiation; both feed the same [`negotiate::Negotiation`]
 //! and the same [`crate::pack`] pipeline.
 
+pub mod config;
+pub mod fetch;
 pub mod negotiate;
 pub mod refs;
+pub mod shallow;
 pub mod v0;
 pub mod v2;
 
@@ -26,10 +29,11 @@ pub async fn serve<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let cfg = blocking(repo, |r| Ok(config::UploadPackConfig::from_repo(r))).await?;
     match version {
-        ProtocolVersion::V0 => v0::serve(conn, repo, false).await,
-        ProtocolVersion::V1 => v0::serve(conn, repo, true).await,
-        ProtocolVersion::V2 => v2::serve(conn, repo).await,
+        ProtocolVersion::V0 => v0::serve(conn, repo, &cfg, false).await,
+        ProtocolVersion::V1 => v0::serve(conn, repo, &cfg, true).await,
+        ProtocolVersion::V2 => v2::serve(conn, repo, &cfg).await,
     }
 }
 

@@ -3,17 +3,20 @@
 //! plain, exactly as git's `upload-pack.c: get_common_commits` answers them.
 
 use gix::ObjectId;
-use gix::hashtable::HashSet;
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use super::config::UploadPackConfig;
+use super::fetch::{self, FetchArgs};
 use super::negotiate::Negotiation;
 use super::refs::{self, AdvertisedRef};
-use super::{blocking, not_our_ref, parse_oid};
+use super::shallow::{self, ShallowLine};
+use super::{blocking, parse_oid};
 use crate::connection::{Connection, Packet};
-use crate::pack::{self, PackRequest, PackStats, Selection, Sideband};
+use crate::pack::{self, PackRequest, PackStats, Sideband};
 use crate::{ClientError, Result};
 
-/// Capabilities gitd offers in v0/v1, in git's order (`symref=` is added after).
+/// Capabilities gitd offers in v0/v1, in git's order (`symref=` and those that depend
+/// on the repository's configuration are added by [`capabilities`]).
 const CAPABILITIES: &[&str] = &[
     "multi_ack",
     "side-band",
@@ -22,7 +25,6 @@ const CAPABILITIES: &[&str] = &[
     "no-progress",
     "include-tag",
     "multi_ack_detailed",
-    "no-done",
 ];
 
 /// How the client wants its ACKs.
@@ -37,18 +39,16 @@ enum MultiAck {
 /// What the client asked for in its `want` section.
 #[derive(Debug, Default)]
 struct Wants {
-    wants: Vec<ObjectId>,
+    args: FetchArgs,
     multi_ack: MultiAck,
     no_done: bool,
     sideband: Option<Sideband>,
-    ofs_delta: bool,
-    no_progress: bool,
-    include_tag: bool,
 }
 
 pub async fn serve<S>(
     conn: &mut Connection<S>,
     repo: &gix::ThreadSafeRepository,
+    cfg: &UploadPackConfig,
     v1: bool,
 ) -> Result<Option<PackStats>>
 where
@@ -58,38 +58,47 @@ where
     if v1 {
         conn.text("version 1");
     }
-    advertise(conn, &refs);
+    advertise(conn, cfg, &refs);
     conn.flush().await?;
 
-    let Some(wants) = read_wants(conn).await? else {
+    let Some(mut wants) = read_wants(conn, cfg).await? else {
         return Ok(None);
     };
-    let tips: HashSet<ObjectId> = refs.iter().filter_map(|r| r.target).collect();
-    if let Some(bad) = wants.wants.iter().find(|w| !tips.contains(*w)) {
-        return Err(not_our_ref(bad));
+    wants.args.check_deepen()?;
+    let (args, cfg2, refs2) = (wants.args.clone(), cfg.clone(), refs.clone());
+    let plan = blocking(repo, move |r| {
+        fetch::check_wants(r, &cfg2, &refs2, &args.wants)?;
+        shallow::plan(r, &args)
+    })
+    .await?;
+    if plan.send_list {
+        for line in &plan.lines {
+            match line {
+                ShallowLine::Shallow(id) => conn.text(format!("shallow {id}")),
+                ShallowLine::Unshallow(id) => conn.text(format!("unshallow {id}")),
+            }
+        }
+        conn.flush_pkt();
+        conn.flush().await?;
     }
 
     let Some(common) = negotiate(conn, repo, &wants).await? else {
         return Ok(None);
     };
-    let include_tags = if wants.include_tag {
+    // git daemon sends no progress to clients without side-band.
+    let sideband = wants.sideband.unwrap_or(Sideband::None);
+    if sideband == Sideband::None {
+        wants.args.no_progress = true;
+    }
+    let include_tags = if wants.args.include_tag {
         refs.iter()
+            .filter(|r| !cfg.is_hidden(r.name.as_ref()))
             .filter_map(AdvertisedRef::as_annotated_tag)
             .collect()
     } else {
         Vec::new()
     };
-    let sideband = wants.sideband.unwrap_or(Sideband::None);
-    let req = PackRequest {
-        selection: Selection {
-            wants: wants.wants,
-            common,
-            include_tags,
-        },
-        ofs_delta: wants.ofs_delta,
-        progress: !wants.no_progress,
-        sideband,
-    };
+    let req = PackRequest::new(&wants.args, common, include_tags, plan, sideband);
     let stats = pack::send(conn, repo, req).await?;
     if sideband != Sideband::None {
         conn.flush_pkt();
@@ -98,22 +107,41 @@ where
     Ok(Some(stats))
 }
 
-/// The ref advertisement: capabilities ride on the first line after a NUL.
-fn advertise<S: AsyncRead + AsyncWrite + Unpin>(conn: &mut Connection<S>, refs: &[AdvertisedRef]) {
+/// The capability list of the advertisement.
+fn capabilities(cfg: &UploadPackConfig, refs: &[AdvertisedRef]) -> String {
     let mut caps: Vec<String> = CAPABILITIES.iter().map(|c| c.to_string()).collect();
+    if cfg.allow.tip {
+        caps.push("allow-tip-sha1-in-want".into());
+    }
+    if cfg.allow.reachable {
+        caps.push("allow-reachable-sha1-in-want".into());
+    }
+    caps.push("no-done".into());
     if let Some(t) = refs
         .iter()
-        .find(|r| r.name == "HEAD" && r.target.is_some())
+        .find(|r| r.name == "HEAD" && r.target.is_some() && !cfg.is_hidden(r.name.as_ref()))
         .and_then(|r| r.symref_target.as_ref())
     {
         caps.push(format!("symref=HEAD:{t}"));
     }
+    if cfg.allow_filter {
+        caps.push("filter".into());
+    }
     caps.push("object-format=sha1".into());
     caps.push(format!("agent={}", crate::agent()));
-    let caps = caps.join(" ");
+    caps.join(" ")
+}
 
+/// The ref advertisement: capabilities ride on the first line after a NUL. Hidden
+/// refs are left out.
+fn advertise<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Connection<S>,
+    cfg: &UploadPackConfig,
+    refs: &[AdvertisedRef],
+) {
+    let caps = capabilities(cfg, refs);
     let mut first = true;
-    for r in refs {
+    for r in refs.iter().filter(|r| !cfg.is_hidden(r.name.as_ref())) {
         let Some(target) = r.target else { continue };
         let mut line = format!("{target} ").into_bytes();
         line.extend_from_slice(&r.name);
@@ -144,12 +172,14 @@ fn advertise<S: AsyncRead + AsyncWrite + Unpin>(conn: &mut Connection<S>, refs: 
     conn.flush_pkt();
 }
 
-/// Read `want` lines up to the flush. `None` if the client wants nothing (a flush
-/// right away, or it hung up after the advertisement, as `git ls-remote` does).
+/// Read the want section up to the flush. `None` if the client wants nothing (a
+/// flush right away, or it hung up after the advertisement, as `git ls-remote` does).
 async fn read_wants<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Connection<S>,
+    cfg: &UploadPackConfig,
 ) -> Result<Option<Wants>> {
     let mut w = Wants::default();
+    let mut filter_requested = false;
     loop {
         let packet = match conn.read_packet().await? {
             None => return Ok(None),
@@ -164,6 +194,14 @@ async fn read_wants<S: AsyncRead + AsyncWrite + Unpin>(
                 ));
             }
         };
+        if line.starts_with(b"filter ") && !filter_requested {
+            return Err(ClientError::boxed(
+                "git upload-pack: filtering capability not negotiated",
+            ));
+        }
+        if w.args.parse_shared(line, cfg)? {
+            continue;
+        }
         let Some(rest) = line.strip_prefix(b"want ") else {
             return Err(ClientError::boxed(format!(
                 "git upload-pack: protocol error, expected to get object ID, not '{}'",
@@ -171,7 +209,10 @@ async fn read_wants<S: AsyncRead + AsyncWrite + Unpin>(
             )));
         };
         let hex = &rest[..rest.len().min(40)];
-        w.wants.push(parse_oid(hex, line)?);
+        let id = parse_oid(hex, line)?;
+        if !w.args.wants.contains(&id) {
+            w.args.wants.push(id);
+        }
         for feature in rest[hex.len()..]
             .split(|&b| b == b' ')
             .filter(|f| !f.is_empty())
@@ -182,14 +223,17 @@ async fn read_wants<S: AsyncRead + AsyncWrite + Unpin>(
                 b"no-done" => w.no_done = true,
                 b"side-band-64k" => w.sideband = Some(Sideband::Large),
                 b"side-band" if w.sideband.is_none() => w.sideband = Some(Sideband::Small),
-                b"ofs-delta" => w.ofs_delta = true,
-                b"no-progress" => w.no_progress = true,
-                b"include-tag" => w.include_tag = true,
-                _ => {} // agent=, thin-pack, … are fine to ignore
+                b"ofs-delta" => w.args.ofs_delta = true,
+                b"thin-pack" => w.args.thin_pack = true,
+                b"no-progress" => w.args.no_progress = true,
+                b"include-tag" => w.args.include_tag = true,
+                b"deepen-relative" => w.args.deepen.relative = true,
+                b"filter" if cfg.allow_filter => filter_requested = true,
+                _ => {} // agent=, session-id=, … are fine to ignore
             }
         }
     }
-    Ok((!w.wants.is_empty()).then_some(w))
+    Ok((!w.args.wants.is_empty()).then_some(w))
 }
 
 /// Per-connection negotiation state across rounds (git keeps these in
@@ -214,7 +258,7 @@ async fn negotiate<S: AsyncRead + AsyncWrite + Unpin>(
     repo: &gix::ThreadSafeRepository,
     wants: &Wants,
 ) -> Result<Option<Vec<ObjectId>>> {
-    let want_ids = wants.wants.clone();
+    let want_ids = wants.args.wants.clone();
     let (multi_ack, no_done) = (wants.multi_ack, wants.no_done);
     let mut state = blocking(repo, move |r| {
         Ok(Rounds {

@@ -3,17 +3,25 @@
 //! flush. Every `fetch` is stateless: the client repeats what it learnt.
 
 use gix::ObjectId;
+use gix::bstr::BString;
+use gix_packetline::Channel;
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use super::config::{Unborn, UploadPackConfig};
+use super::fetch::{self, FetchArgs};
 use super::negotiate::Negotiation;
 use super::refs::{self, AdvertisedRef};
-use super::{blocking, not_our_ref, parse_oid};
+use super::shallow::{self, ShallowLine};
+use super::{blocking, parse_oid};
 use crate::connection::{Connection, Packet};
-use crate::pack::{self, PackRequest, PackStats, Selection, Sideband};
+use crate::pack::{self, PackRequest, PackStats, Sideband};
 use crate::{ClientError, Result};
 
 /// git sends everything when asked for more prefixes than this (`ls-refs.c`).
 const TOO_MANY_PREFIXES: usize = 100;
+
+/// Commands gitd serves in v2.
+const COMMANDS: [&[u8]; 3] = [b"ls-refs", b"fetch", b"object-info"];
 
 /// One v2 request: `command=<name>`, capability lines, and arguments.
 #[derive(Debug, Default)]
@@ -25,25 +33,42 @@ struct Command {
 pub async fn serve<S>(
     conn: &mut Connection<S>,
     repo: &gix::ThreadSafeRepository,
+    cfg: &UploadPackConfig,
 ) -> Result<Option<PackStats>>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     conn.text("version 2");
     conn.text(format!("agent={}", crate::agent()));
-    conn.text("ls-refs=unborn");
-    conn.text("fetch");
+    conn.text(if cfg.unborn == Unborn::Advertise {
+        "ls-refs=unborn"
+    } else {
+        "ls-refs"
+    });
+    let mut features = vec!["wait-for-done"];
+    if cfg.allow_filter {
+        features.push("filter");
+    }
+    if cfg.allow_ref_in_want {
+        features.push("ref-in-want");
+    }
+    if cfg.allow_sideband_all {
+        features.push("sideband-all");
+    }
+    conn.text(format!("fetch={}", features.join(" ")));
     conn.text("server-option");
     conn.text("object-format=sha1");
+    conn.text("object-info");
     conn.flush_pkt();
     conn.flush().await?;
 
     let mut total: Option<PackStats> = None;
     while let Some(command) = read_command(conn).await? {
         match command.name.as_slice() {
-            b"ls-refs" => ls_refs(conn, repo, &command.args).await?,
+            b"ls-refs" => ls_refs(conn, repo, cfg, &command.args).await?,
+            b"object-info" => object_info(conn, repo, &command.args).await?,
             b"fetch" => {
-                if let Some(stats) = fetch(conn, repo, &command.args).await? {
+                if let Some(stats) = fetch(conn, repo, cfg, &command.args).await? {
                     let t = total.get_or_insert_with(PackStats::default);
                     t.objects += stats.objects;
                     t.deltas += stats.deltas;
@@ -94,7 +119,7 @@ async fn read_command<S: AsyncRead + AsyncWrite + Unpin>(
                     if !cmd.name.is_empty() {
                         return Err(ClientError::boxed("command requested multiple times"));
                     }
-                    if name != b"ls-refs" && name != b"fetch" {
+                    if !COMMANDS.contains(&name) {
                         return Err(ClientError::boxed(format!(
                             "invalid command '{}'",
                             crate::escape(name)
@@ -130,10 +155,12 @@ fn unexpected(line: &[u8]) -> crate::Error {
     ClientError::boxed(format!("unexpected line: '{}'", crate::escape(line)))
 }
 
-/// `ls-refs`: the refs, filtered by prefix, with symref targets and peeled tags on request.
+/// `ls-refs`: the refs, filtered by prefix, with symref targets and peeled tags on
+/// request. Hidden refs are left out.
 async fn ls_refs<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Connection<S>,
     repo: &gix::ThreadSafeRepository,
+    cfg: &UploadPackConfig,
     args: &[Vec<u8>],
 ) -> Result<()> {
     let (mut symrefs, mut peel, mut unborn, mut prefixes) = (false, false, false, Vec::new());
@@ -141,7 +168,7 @@ async fn ls_refs<S: AsyncRead + AsyncWrite + Unpin>(
         match arg.as_slice() {
             b"symrefs" => symrefs = true,
             b"peel" => peel = true,
-            b"unborn" => unborn = true,
+            b"unborn" => unborn = cfg.unborn != Unborn::Ignore,
             a => match a.strip_prefix(b"ref-prefix ") {
                 Some(p) => prefixes.push(p.to_vec()),
                 None => return Err(unexpected(a)),
@@ -152,7 +179,7 @@ async fn ls_refs<S: AsyncRead + AsyncWrite + Unpin>(
         prefixes.clear();
     }
     let refs = blocking(repo, refs::collect).await?;
-    for r in &refs {
+    for r in refs.iter().filter(|r| !cfg.is_hidden(r.name.as_ref())) {
         if !prefixes.is_empty() && !prefixes.iter().any(|p| r.name.starts_with(p)) {
             continue;
         }
@@ -165,44 +192,99 @@ async fn ls_refs<S: AsyncRead + AsyncWrite + Unpin>(
     Ok(())
 }
 
-/// What a `fetch` request asked for.
-#[derive(Debug, Default)]
-struct FetchArgs {
-    wants: Vec<ObjectId>,
-    haves: Vec<ObjectId>,
-    done: bool,
-    wait_for_done: bool,
-    ofs_delta: bool,
-    no_progress: bool,
-    include_tag: bool,
+/// `object-info`: sizes of objects by id (`size` is the only attribute git defines).
+async fn object_info<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Connection<S>,
+    repo: &gix::ThreadSafeRepository,
+    args: &[Vec<u8>],
+) -> Result<()> {
+    let mut size = false;
+    let mut ids = Vec::new();
+    for arg in args {
+        if arg == b"size" {
+            size = true;
+        } else if let Some(hex) = arg.strip_prefix(b"oid ") {
+            ids.push(parse_oid(hex, arg)?);
+        } else {
+            return Err(unexpected(arg));
+        }
+    }
+    let lines = blocking(repo, move |r| {
+        let mut lines = Vec::new();
+        if size {
+            lines.push("size".to_string());
+        }
+        for id in ids {
+            let line = match (size, r.try_find_header(id)?) {
+                (true, Some(h)) => format!("{id} {}", h.size()),
+                (true, None) => format!("{id} "),
+                (false, _) => id.to_string(),
+            };
+            lines.push(line);
+        }
+        Ok(lines)
+    })
+    .await?;
+    for line in lines {
+        conn.text(line);
+    }
+    conn.flush_pkt();
+    Ok(())
 }
 
-impl FetchArgs {
-    fn parse(args: &[Vec<u8>]) -> Result<Self> {
-        let mut f = FetchArgs::default();
-        for arg in args {
-            if let Some(hex) = arg.strip_prefix(b"want ") {
-                f.wants.push(parse_oid(hex, arg)?);
-            } else if let Some(hex) = arg.strip_prefix(b"have ") {
-                f.haves.push(ObjectId::from_hex(hex).map_err(|_| {
-                    ClientError::boxed(format!(
-                        "git upload-pack: expected SHA1 object, got '{}'",
-                        crate::escape(hex)
-                    ))
-                })?);
-            } else {
-                match arg.as_slice() {
-                    b"done" => f.done = true,
-                    b"wait-for-done" => f.wait_for_done = true,
-                    b"ofs-delta" => f.ofs_delta = true,
-                    b"no-progress" => f.no_progress = true,
-                    b"include-tag" => f.include_tag = true,
-                    b"thin-pack" => {} // a full pack is always a valid answer
-                    a => return Err(unexpected(a)),
-                }
+/// Parse the arguments of a `fetch` command.
+fn parse_fetch(args: &[Vec<u8>], cfg: &UploadPackConfig) -> Result<FetchArgs> {
+    let mut f = FetchArgs::default();
+    for arg in args {
+        if let Some(hex) = arg.strip_prefix(b"want ") {
+            let id = parse_oid(hex, arg)?;
+            if !f.wants.contains(&id) {
+                f.wants.push(id);
+            }
+        } else if let Some(name) = arg
+            .strip_prefix(b"want-ref ")
+            .filter(|_| cfg.allow_ref_in_want)
+        {
+            f.want_refs.push(name.into());
+        } else if let Some(hex) = arg.strip_prefix(b"have ") {
+            f.haves.push(ObjectId::from_hex(hex).map_err(|_| {
+                ClientError::boxed(format!(
+                    "git upload-pack: expected SHA1 object, got '{}'",
+                    crate::escape(hex)
+                ))
+            })?);
+        } else if f.parse_shared(arg, cfg)? {
+            continue;
+        } else {
+            match arg.as_slice() {
+                b"done" => f.done = true,
+                b"wait-for-done" => f.wait_for_done = true,
+                b"ofs-delta" => f.ofs_delta = true,
+                b"thin-pack" => f.thin_pack = true,
+                b"no-progress" => f.no_progress = true,
+                b"include-tag" => f.include_tag = true,
+                b"sideband-all" if cfg.allow_sideband_all => f.sideband_all = true,
+                a => return Err(unexpected(a)),
             }
         }
-        Ok(f)
+    }
+    f.check_deepen()?;
+    Ok(f)
+}
+
+/// Section lines of a fetch response: plain pkt-lines, or on band 1 with `sideband-all`.
+fn section_line<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Connection<S>,
+    sideband_all: bool,
+    text: &str,
+) {
+    if sideband_all {
+        let mut data = vec![Channel::Data as u8];
+        data.extend_from_slice(text.as_bytes());
+        data.push(b'\n');
+        conn.data(&data);
+    } else {
+        conn.text(text);
     }
 }
 
@@ -210,65 +292,100 @@ impl FetchArgs {
 async fn fetch<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Connection<S>,
     repo: &gix::ThreadSafeRepository,
+    cfg: &UploadPackConfig,
     args: &[Vec<u8>],
 ) -> Result<Option<PackStats>> {
-    let f = FetchArgs::parse(args)?;
-    if f.wants.is_empty() && !f.wait_for_done {
+    let mut f = parse_fetch(args, cfg)?;
+    if f.wants.is_empty() && f.want_refs.is_empty() && !f.wait_for_done {
         return Ok(None);
     }
-    let (wants, haves, include_tag) = (f.wants.clone(), f.haves.clone(), f.include_tag);
-    let (acks, common, ready, refs) = blocking(repo, move |r| {
-        if let Some(missing) = wants.iter().find(|w| !r.has_object(w)) {
-            return Err(not_our_ref(missing));
+    let (args2, cfg2) = (f.clone(), cfg.clone());
+    let (wanted_refs, acks, common, ready, refs, plan) = blocking(repo, move |r| {
+        let mut args = args2;
+        let refs = refs::collect(r)?;
+        // want-ref: resolve names to ids; unknown or hidden names are an error.
+        let mut wanted_refs: Vec<(ObjectId, BString)> = Vec::new();
+        for name in &args.want_refs {
+            let found = refs.iter().find(|x| {
+                x.name == *name && x.target.is_some() && !cfg2.is_hidden(x.name.as_ref())
+            });
+            let Some(found) = found else {
+                return Err(ClientError::boxed(format!(
+                    "unknown ref {}",
+                    crate::escape(name)
+                )));
+            };
+            let id = found.target.expect("checked");
+            wanted_refs.push((id, name.clone()));
+            if !args.wants.contains(&id) {
+                args.wants.push(id);
+            }
         }
-        let mut neg = Negotiation::new(r, &wants)?;
+        fetch::check_wants(r, &cfg2, &refs, &args.wants)?;
+        let mut neg = Negotiation::new(r, &args.wants)?;
         let mut acks = Vec::new();
-        for have in haves {
-            if neg.have(r, have)? {
-                acks.push(have);
+        for have in &args.haves {
+            if neg.have(r, *have)? {
+                acks.push(*have);
             }
         }
         let ready = neg.ok_to_give_up(r)?;
-        let refs = if include_tag {
-            refs::collect(r)?
-        } else {
-            Vec::new()
-        };
-        Ok((acks, neg.common().to_vec(), ready, refs))
+        let plan = shallow::plan(r, &args)?;
+        Ok((wanted_refs, acks, neg.common().to_vec(), ready, refs, plan))
     })
     .await?;
+    let sb = f.sideband_all;
 
     if !f.haves.is_empty() && !f.done {
-        conn.text("acknowledgments");
+        section_line(conn, sb, "acknowledgments");
         if acks.is_empty() {
-            conn.text("NAK");
+            section_line(conn, sb, "NAK");
         }
         for ack in &acks {
-            conn.text(format!("ACK {ack}"));
+            section_line(conn, sb, &format!("ACK {ack}"));
         }
         if f.wait_for_done || !ready {
             conn.flush_pkt();
             return Ok(None);
         }
-        conn.text("ready");
+        section_line(conn, sb, "ready");
+        conn.delim_pkt();
+    }
+    if !wanted_refs.is_empty() {
+        section_line(conn, sb, "wanted-refs");
+        for (id, name) in &wanted_refs {
+            section_line(conn, sb, &format!("{id} {name}"));
+        }
+        conn.delim_pkt();
+    }
+    if f.deepen.requested() || !f.shallows.is_empty() {
+        section_line(conn, sb, "shallow-info");
+        for line in &plan.lines {
+            match line {
+                ShallowLine::Shallow(id) => section_line(conn, sb, &format!("shallow {id}")),
+                ShallowLine::Unshallow(id) => section_line(conn, sb, &format!("unshallow {id}")),
+            }
+        }
         conn.delim_pkt();
     }
 
-    conn.text("packfile");
-    let include_tags = refs
-        .iter()
-        .filter_map(AdvertisedRef::as_annotated_tag)
-        .collect();
-    let req = PackRequest {
-        selection: Selection {
-            wants: f.wants,
-            common,
-            include_tags,
-        },
-        ofs_delta: f.ofs_delta,
-        progress: !f.no_progress,
-        sideband: Sideband::Large,
+    section_line(conn, sb, "packfile");
+    let include_tags = if f.include_tag {
+        refs.iter()
+            .filter(|r| !cfg.is_hidden(r.name.as_ref()))
+            .filter_map(AdvertisedRef::as_annotated_tag)
+            .collect()
+    } else {
+        Vec::new()
     };
+    f.wants.extend(
+        wanted_refs
+            .iter()
+            .map(|(id, _)| *id)
+            .filter(|id| !f.wants.contains(id))
+            .collect::<Vec<_>>(),
+    );
+    let req = PackRequest::new(&f, common, include_tags, plan, Sideband::Large);
     let stats = pack::send(conn, repo, req).await?;
     conn.flush_pkt();
     Ok(Some(stats))
@@ -291,7 +408,8 @@ mod tests {
         .into_iter()
         .map(String::into_bytes)
         .collect();
-        let f = FetchArgs::parse(&args).unwrap();
+        let cfg = UploadPackConfig::default();
+        let f = parse_fetch(&args, &cfg).unwrap();
         assert_eq!(
             (
                 f.wants.len(),
@@ -302,8 +420,27 @@ mod tests {
             ),
             (1, 1, true, true, false)
         );
-        let err = FetchArgs::parse(&[b"deepen 1".to_vec()]).unwrap_err();
-        assert_eq!(err.to_string(), "unexpected line: 'deepen 1'");
-        assert!(FetchArgs::parse(&[b"want xyz".to_vec()]).is_err());
+        let err = parse_fetch(&[b"frob".to_vec()], &cfg).unwrap_err();
+        assert_eq!(err.to_string(), "unexpected line: 'frob'");
+        assert!(parse_fetch(&[b"want xyz".to_vec()], &cfg).is_err());
+        // Filters and ref-in-want only where the repository allows them.
+        assert!(parse_fetch(&[b"filter blob:none".to_vec()], &cfg).is_err());
+        assert!(parse_fetch(&[b"want-ref refs/heads/main".to_vec()], &cfg).is_err());
+        let open = UploadPackConfig {
+            allow_filter: true,
+            filter_allow_default: true,
+            allow_ref_in_want: true,
+            ..cfg
+        };
+        let f = parse_fetch(
+            &[
+                b"filter blob:none".to_vec(),
+                b"want-ref refs/heads/main".to_vec(),
+            ],
+            &open,
+        )
+        .unwrap();
+        assert_eq!(f.want_refs.len(), 1);
+        assert!(f.filter.is_some());
     }
 }
