@@ -273,15 +273,34 @@ impl Handler {
             let resolved = p
                 .resolve(&path)
                 .map_err(|denied| ClientError::boxed(p.error_message(denied, &path)))?;
-            let repo =
-                gix::open_opts(&resolved.git_dir, gix::open::Options::isolated()).map_err(|e| {
-                    tracing::warn!("cannot open {}: {e}", resolved.git_dir.display());
-                    ClientError::boxed(p.error_message(Denied::NoSuchRepository, &path))
-                })?;
+            let repo = gix::open_opts(&resolved.git_dir, gix::open::Options::isolated()).map_err(|e| {
+                tracing::warn!("cannot open {}: {e}", resolved.git_dir.display());
+                match object_format(&resolved.git_dir) {
+                    // Exported, but in a format we cannot serve: say so plainly.
+                    Some(format) if !format.eq_ignore_ascii_case("sha1") => ClientError::boxed(format!(
+                        "repository {} uses the {format} object format, which gitd does not serve",
+                        crate::escape(&path)
+                    )),
+                    _ => ClientError::boxed(p.error_message(Denied::NoSuchRepository, &path)),
+                }
+            })?;
             Ok(repo.into_sync())
         })
         .await??;
         log.pack = upload_pack::serve(conn, &repo, request.protocol_version()).await?;
         Ok(())
     }
+}
+
+/// `extensions.objectFormat` of a repository, read directly from its config file
+/// (gix refuses to open repositories in formats it was built without).
+fn object_format(git_dir: &std::path::Path) -> Option<String> {
+    let config = gix::config::File::from_path_no_includes(
+        git_dir.join("config"),
+        gix::config::Source::Local,
+    )
+    .ok()?;
+    config
+        .string("extensions.objectFormat")
+        .map(|s| s.to_string())
 }

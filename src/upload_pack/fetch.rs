@@ -112,20 +112,29 @@ impl FetchArgs {
     }
 }
 
-/// Check that every want may be served (git's `receive_needs`/`check_non_tip`):
-/// advertised tips always; hidden tips with `allowTipSHA1InWant`; anything reachable
-/// from a ref with `allowReachableSHA1InWant`; anything with `allowAnySHA1InWant`.
+/// Check that every want may be served.
+///
+/// Protocol v0/v1 (git's `receive_needs`/`check_non_tip`): advertised tips always;
+/// hidden tips with `allowTipSHA1InWant`; anything reachable from a ref with
+/// `allowReachableSHA1InWant`; anything with `allowAnySHA1InWant`.
+///
+/// Protocol v2 (`tips_only == false`): any object we have. git's documentation of
+/// `uploadpack.hideRefs` suggests hidden tips cannot be fetched, but git 2.47's
+/// `upload_pack_v2` only checks that a wanted object exists, even for the tip of a
+/// hidden ref; we match git's behaviour.
+///
 /// `refs` are all refs, hidden ones included.
 pub fn check_wants(
     repo: &gix::Repository,
     cfg: &UploadPackConfig,
     refs: &[AdvertisedRef],
     wants: &[ObjectId],
+    tips_only: bool,
 ) -> Result<()> {
     if let Some(missing) = wants.iter().find(|w| !repo.has_object(w)) {
         return Err(not_our_ref(missing));
     }
-    if cfg.allow.any {
+    if cfg.allow.any || !tips_only {
         return Ok(());
     }
     let mut ours: HashSet<ObjectId> = HashSet::default();

@@ -67,7 +67,7 @@ where
     wants.args.check_deepen()?;
     let (args, cfg2, refs2) = (wants.args.clone(), cfg.clone(), refs.clone());
     let plan = blocking(repo, move |r| {
-        fetch::check_wants(r, &cfg2, &refs2, &args.wants)?;
+        fetch::check_wants(r, &cfg2, &refs2, &args.wants, true)?;
         shallow::plan(r, &args)
     })
     .await?;

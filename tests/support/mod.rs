@@ -3,6 +3,7 @@
 //! pkt-line client for requests `git` would never send.
 #![allow(dead_code)]
 
+pub mod oracle;
 pub mod systemd;
 
 use std::io::{BufRead, Read, Write};
