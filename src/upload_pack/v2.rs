@@ -225,8 +225,9 @@ async fn object_info<S: AsyncRead + AsyncWrite + Unpin>(
         Ok(lines)
     })
     .await?;
+    // git writes these lines without a trailing newline.
     for line in lines {
-        conn.text(line);
+        conn.data(line.as_bytes());
     }
     conn.flush_pkt();
     Ok(())
