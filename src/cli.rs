@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// A git:// server for systemd socket activation, serving repositories with gix.
 #[derive(Debug, Parser)]
@@ -77,6 +77,72 @@ pub struct ServeArgs {
     #[arg(long)]
     pub verbose: bool,
 
+    /// Virtual hosting: build the repository path from TEMPLATE, with %H (host as
+    /// sent, lower-cased), %CH (canonical host), %IP, %P (port), %D (path), %%.
+    #[arg(long, value_name = "TEMPLATE")]
+    pub interpolated_path: Option<String>,
+
+    /// Serve `~user/repo` from user's home directory (below DIR if given).
+    #[arg(long, value_name = "DIR", num_args = 0..=1, require_equals = true, default_missing_value = "")]
+    pub user_path: Option<String>,
+
+    /// Run this program before serving; a non-zero exit refuses the request. It gets
+    /// `service path host canonical-host ip port` and REMOTE_ADDR/REMOTE_PORT.
+    #[arg(long, value_name = "PATH")]
+    pub access_hook: Option<String>,
+
+    /// Enable a service by default (upload-pack, upload-archive, receive-pack).
+    #[arg(long, value_name = "SERVICE", value_parser = service_name)]
+    pub enable: Vec<String>,
+
+    /// Disable a service by default.
+    #[arg(long, value_name = "SERVICE", value_parser = service_name)]
+    pub disable: Vec<String>,
+
+    /// Let repositories override the default with `daemon.<service>` (the default).
+    #[arg(long, value_name = "SERVICE", value_parser = service_name)]
+    pub allow_override: Vec<String>,
+
+    /// Ignore a repository's `daemon.<service>` setting.
+    #[arg(long, value_name = "SERVICE", value_parser = service_name)]
+    pub forbid_override: Vec<String>,
+
+    /// Do not tell clients why a request was refused (the default).
+    #[arg(long, overrides_with = "informative_errors")]
+    pub no_informative_errors: bool,
+
+    /// Short for --log-destination=syslog.
+    #[arg(long)]
+    pub syslog: bool,
+
+    /// Where logs go: stderr, syslog (the journal) or none.
+    #[arg(long, value_enum, value_name = "DESTINATION")]
+    pub log_destination: Option<LogDestination>,
+
+    /// Write the process id to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub pid_file: Option<PathBuf>,
+
+    /// Accepted for compatibility: gitd always sets SO_REUSEADDR.
+    #[arg(long)]
+    pub reuseaddr: bool,
+
+    /// Serve one connection on stdin/stdout (for inetd or systemd Accept=yes).
+    #[arg(long, conflicts_with_all = ["listen", "detach", "user", "group"])]
+    pub inetd: bool,
+
+    /// Not supported: gitd does not daemonize itself (use systemd or `&`).
+    #[arg(long)]
+    pub detach: bool,
+
+    /// Switch to this user after binding the sockets (needs root).
+    #[arg(long, value_name = "USER")]
+    pub user: Option<String>,
+
+    /// Switch to this group (default: the user's primary group).
+    #[arg(long, value_name = "GROUP", requires = "user")]
+    pub group: Option<String>,
+
     /// Only serve repositories under these directories (git daemon's whitelist).
     #[arg(value_name = "DIRECTORY")]
     pub directories: Vec<PathBuf>,
@@ -112,4 +178,19 @@ pub struct InstallArgs {
     /// Also enable and start git.socket right away.
     #[arg(long)]
     pub now: bool,
+}
+
+/// `--log-destination`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogDestination {
+    Stderr,
+    Syslog,
+    None,
+}
+
+/// Accept only the services git daemon knows (`No such service …` otherwise).
+fn service_name(name: &str) -> Result<String, String> {
+    crate::request::Service::from_name(name)
+        .map(|_| name.to_string())
+        .ok_or_else(|| format!("No such service {name}"))
 }

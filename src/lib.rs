@@ -12,11 +12,14 @@
 pub mod activation;
 pub mod cli;
 pub mod connection;
+pub mod handler;
+pub mod hostinfo;
 pub mod install;
 pub mod logging;
 pub mod notify;
 pub mod pack;
 pub mod policy;
+pub mod privileges;
 pub mod request;
 pub mod server;
 pub mod shutdown;

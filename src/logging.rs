@@ -4,16 +4,22 @@
 use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
+
+use crate::cli::LogDestination;
 use tracing_subscriber::prelude::*;
 
 /// Install the global subscriber. `verbose` lowers the default level to debug;
-/// `GITD_LOG` (an `EnvFilter` directive) overrides both.
-pub fn init(verbose: bool) {
+/// `GITD_LOG` (an `EnvFilter` directive) overrides both. `syslog` goes to the
+/// journal (which is the system log on systemd hosts), falling back to stderr.
+pub fn init(verbose: bool, destination: LogDestination) {
+    if destination == LogDestination::None {
+        return;
+    }
     let default = if verbose { "debug" } else { "info" };
     let filter = EnvFilter::try_from_env("GITD_LOG").unwrap_or_else(|_| EnvFilter::new(default));
-    if std::env::var_os("JOURNAL_STREAM").is_some()
-        && let Ok(journald) = tracing_journald::layer()
-    {
+    let journal =
+        destination == LogDestination::Syslog || std::env::var_os("JOURNAL_STREAM").is_some();
+    if journal && let Ok(journald) = tracing_journald::layer() {
         tracing_subscriber::registry()
             .with(filter)
             .with(journald.with_syslog_identifier("gitd".into()))

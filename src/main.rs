@@ -3,46 +3,71 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Parser;
-use gitd::cli::{Cli, Command, ServeArgs};
-use gitd::policy::Policy;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, parser::ValueSource};
+use gitd::cli::{Cli, Command, LogDestination, ServeArgs};
+use gitd::policy::{Policy, Services};
+use gitd::request::Service;
 use gitd::server::{self, Config};
-use gitd::{activation, install, logging, shutdown};
+use gitd::{activation, install, logging, privileges, shutdown};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     match cli.command {
         Some(Command::Install(args)) => install::run(&args),
-        None => serve(cli.serve),
+        None => serve(cli.serve, &matches),
     }
 }
 
-fn serve(args: ServeArgs) -> ExitCode {
-    logging::init(args.verbose);
-    // Before any thread exists: this edits the environment.
-    let sockets = match activation::acquire(&args.listen, args.port) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!("cannot get a listening socket: {e}");
-            return ExitCode::FAILURE;
-        }
+/// A usage error: message on stderr, exit status 2 (as clap and git daemon do).
+fn usage_error(msg: &str) -> ExitCode {
+    eprintln!("error: {msg}");
+    ExitCode::from(2)
+}
+
+fn serve(args: ServeArgs, matches: &ArgMatches) -> ExitCode {
+    if args.detach {
+        return usage_error(
+            "--detach is not supported: gitd does not daemonize itself; run it under systemd (gitd install --user) or in the background",
+        );
+    }
+    if args.strict_paths && args.directories.is_empty() {
+        return usage_error("--strict-paths requires at least one directory to be whitelisted");
+    }
+    if args.inetd && matches.value_source("port") == Some(ValueSource::CommandLine) {
+        return usage_error("--inetd cannot be used with --port");
+    }
+    let destination = match (args.log_destination, args.syslog, args.inetd) {
+        (Some(d), _, _) => d,
+        (None, true, _) | (None, false, true) => LogDestination::Syslog,
+        _ => LogDestination::Stderr,
     };
-    let idle_timeout = match args.idle_timeout {
+    logging::init(args.verbose, destination);
+    if let Some(pid_file) = &args.pid_file
+        && let Err(e) = std::fs::write(pid_file, format!("{}\n", std::process::id()))
+    {
+        tracing::error!("cannot write {}: {e}", pid_file.display());
+        return ExitCode::FAILURE;
+    }
+    let idle_timeout = |activated: bool| match args.idle_timeout {
         Some(0) => None,
         Some(s) => Some(Duration::from_secs(s)),
-        None if sockets.activated => Some(Duration::from_secs(60)),
+        None if activated => Some(Duration::from_secs(60)),
         None => None,
     };
-    let config = Config {
+    let mut config = Config {
         policy: Policy {
-            base_path: args.base_path,
+            base_path: args.base_path.clone(),
             base_path_relaxed: args.base_path_relaxed,
             export_all: args.export_all,
             strict_paths: args.strict_paths,
-            informative_errors: args.informative_errors,
-            whitelist: args.directories,
+            informative_errors: args.informative_errors && !args.no_informative_errors,
+            whitelist: args.directories.clone(),
+            interpolated_path: args.interpolated_path.clone(),
+            user_path: args.user_path.clone(),
+            services: services(matches),
+            access_hook: args.access_hook.clone(),
         },
-        idle_timeout,
         max_connections: args.max_connections,
         init_timeout: Duration::from_secs(args.init_timeout),
         timeout: Duration::from_secs(args.timeout),
@@ -58,6 +83,33 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if args.inetd {
+        let result = runtime.block_on(server::serve_inetd(config));
+        runtime.shutdown_timeout(Duration::from_secs(1));
+        return match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!("{e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+
+    // Before any thread that matters exists: this edits the environment.
+    let sockets = match activation::acquire(&args.listen, args.port) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("cannot get a listening socket: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(user) = &args.user
+        && let Err(e) = privileges::drop_to(user, args.group.as_deref())
+    {
+        tracing::error!("{e}");
+        return ExitCode::FAILURE;
+    }
+    config.idle_timeout = idle_timeout(sockets.activated);
     let result = runtime.block_on(async {
         let mut signals = shutdown::Signals::new()?;
         let stop = async move {
@@ -75,4 +127,29 @@ fn serve(args: ServeArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `--enable`/`--disable`/`--allow-override`/`--forbid-override`, applied in the order
+/// given on the command line (the last word on a service wins, as in git daemon).
+fn services(matches: &ArgMatches) -> Services {
+    let mut actions: Vec<(usize, &str, String)> = Vec::new();
+    for id in ["enable", "disable", "allow_override", "forbid_override"] {
+        if let (Some(values), Some(indices)) =
+            (matches.get_many::<String>(id), matches.indices_of(id))
+        {
+            actions.extend(indices.zip(values).map(|(i, v)| (i, id, v.clone())));
+        }
+    }
+    actions.sort_by_key(|(i, _, _)| *i);
+    let mut services = Services::default();
+    for (_, action, name) in actions {
+        let s = services.get_mut(Service::from_name(&name).expect("validated by clap"));
+        match action {
+            "enable" => s.enabled = true,
+            "disable" => s.enabled = false,
+            "allow_override" => s.overridable = true,
+            _ => s.overridable = false,
+        }
+    }
+    services
 }

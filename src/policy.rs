@@ -13,8 +13,11 @@
 //!   `--export-all`.
 
 use std::ffi::OsStr;
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
+
+use crate::hostinfo::HostInfo;
+use crate::request::Service;
 
 /// Why a request was refused. The client sees the reason only with
 /// `--informative-errors`, as with git daemon.
@@ -45,6 +48,14 @@ pub struct Policy {
     pub informative_errors: bool,
     /// Trailing directory arguments; empty means no whitelist.
     pub whitelist: Vec<PathBuf>,
+    /// `--interpolated-path`: virtual hosting template (`%H`, `%CH`, `%IP`, `%P`, `%D`).
+    pub interpolated_path: Option<String>,
+    /// `--user-path[=DIR]`: `~user/repo` is looked up in user's home (below DIR).
+    pub user_path: Option<String>,
+    /// `--enable`/`--disable`/`--allow-override`/`--forbid-override`.
+    pub services: Services,
+    /// `--access-hook`.
+    pub access_hook: Option<String>,
 }
 
 /// A repository that may be served.
@@ -59,23 +70,44 @@ pub struct Resolved {
 
 impl Policy {
     /// Resolve a requested path to a servable repository, or say why not.
-    pub fn resolve(&self, requested: &[u8]) -> Result<Resolved, Denied> {
+    pub fn resolve(&self, requested: &[u8], host: &HostInfo) -> Result<Resolved, Denied> {
         if avoid_alias(requested) {
             return Err(Denied::NoSuchRepository);
         }
-        if requested.first() == Some(&b'~') {
-            return Err(Denied::NoSuchRepository); // --user-path is not supported yet
-        }
         let requested_path = Path::new(OsStr::from_bytes(requested));
-        let mut found = match &self.base_path {
-            Some(base) => {
-                let mut joined = base.as_os_str().to_owned();
-                joined.push(requested_path.as_os_str());
-                enter_repo(Path::new(&joined), self.strict_paths)
+        let mut found = if requested.first() == Some(&b'~') {
+            // `~user` paths: only with --user-path, never with --strict-paths.
+            match (&self.user_path, self.strict_paths) {
+                (Some(dir), false) => user_repo(requested, dir),
+                _ => None,
             }
-            None => enter_repo(requested_path, self.strict_paths),
+        } else if let Some(template) = self
+            .interpolated_path
+            .as_ref()
+            .filter(|_| host.saw_extended_args)
+        {
+            let expanded = interpolate(template, requested, host);
+            // A host name must not lead out of the tree: the expanded path obeys the
+            // same rules as a requested one.
+            if avoid_alias(&expanded) {
+                return Err(Denied::NoSuchRepository);
+            }
+            enter_repo(Path::new(OsStr::from_bytes(&expanded)), self.strict_paths)
+        } else {
+            match &self.base_path {
+                Some(base) => {
+                    let mut joined = base.as_os_str().to_owned();
+                    joined.push(requested_path.as_os_str());
+                    enter_repo(Path::new(&joined), self.strict_paths)
+                }
+                None => enter_repo(requested_path, self.strict_paths),
+            }
         };
-        if found.is_none() && self.base_path.is_some() && self.base_path_relaxed {
+        if found.is_none()
+            && self.base_path.is_some()
+            && self.base_path_relaxed
+            && requested.first() != Some(&b'~')
+        {
             found = enter_repo(requested_path, self.strict_paths);
         }
         let resolved = found.ok_or(Denied::NoSuchRepository)?;
@@ -102,13 +134,157 @@ impl Policy {
 
     /// The `ERR` text for a refusal: git daemon's `daemon_error`.
     pub fn error_message(&self, denied: Denied, requested: &[u8]) -> String {
+        self.error_text(denied.reason(), requested)
+    }
+
+    /// git daemon's `daemon_error`: the reason only with `--informative-errors`.
+    pub fn error_text(&self, reason: &str, requested: &[u8]) -> String {
         let msg = if self.informative_errors {
-            denied.reason()
+            reason
         } else {
             "access denied or repository not exported"
         };
         format!("{msg}: {}", crate::escape(requested))
     }
+}
+
+/// Whether a service is on by default and whether a repository may change that
+/// (`daemon.uploadpack`, `daemon.uploadarch`, `daemon.receivepack`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServiceSetting {
+    pub enabled: bool,
+    pub overridable: bool,
+}
+
+/// git daemon's defaults: upload-pack on, upload-archive and receive-pack off, all
+/// overridable per repository.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Services {
+    pub upload_pack: ServiceSetting,
+    pub upload_archive: ServiceSetting,
+    pub receive_pack: ServiceSetting,
+}
+
+impl Default for Services {
+    fn default() -> Self {
+        let on = ServiceSetting {
+            enabled: true,
+            overridable: true,
+        };
+        let off = ServiceSetting {
+            enabled: false,
+            overridable: true,
+        };
+        Services {
+            upload_pack: on,
+            upload_archive: off,
+            receive_pack: off,
+        }
+    }
+}
+
+impl Services {
+    pub fn get(&self, service: Service) -> ServiceSetting {
+        match service {
+            Service::UploadPack => self.upload_pack,
+            Service::UploadArchive => self.upload_archive,
+            Service::ReceivePack => self.receive_pack,
+        }
+    }
+
+    pub fn get_mut(&mut self, service: Service) -> &mut ServiceSetting {
+        match service {
+            Service::UploadPack => &mut self.upload_pack,
+            Service::UploadArchive => &mut self.upload_archive,
+            Service::ReceivePack => &mut self.receive_pack,
+        }
+    }
+
+    /// Is `service` enabled for a repository whose `daemon.<name>` is `repo_setting`?
+    pub fn enabled_for(&self, service: Service, repo_setting: Option<bool>) -> bool {
+        let s = self.get(service);
+        match repo_setting {
+            Some(on) if s.overridable => on,
+            _ => s.enabled,
+        }
+    }
+}
+
+/// Run `--access-hook` as git daemon does: `hook service path host canonical-host ip
+/// port`, with `REMOTE_ADDR`/`REMOTE_PORT` in its environment. A non-zero exit refuses
+/// the request; the first line the hook printed becomes the reason (only shown to
+/// the client with `--informative-errors`). The hook gets `timeout` to decide.
+pub async fn run_access_hook(
+    hook: &str,
+    service: Service,
+    path: &Path,
+    host: &HostInfo,
+    timeout: std::time::Duration,
+) -> Result<(), String> {
+    let (canonical, ip) = (
+        host.canonical_hostname().to_string(),
+        host.ip_address().to_string(),
+    );
+    // Like git's run-command with use_shell: plain paths run directly, anything with
+    // shell syntax through `sh -c`.
+    let mut cmd = if hook
+        .bytes()
+        .any(|b| b"|&;<>()$`\\\"' \t\n*?[#~=%".contains(&b))
+    {
+        let mut c = tokio::process::Command::new("sh");
+        c.arg("-c").arg(format!("{hook} \"$@\"")).arg(hook);
+        c
+    } else {
+        tokio::process::Command::new(hook)
+    };
+    cmd.arg(service.name())
+        .arg(path)
+        .arg(&host.hostname)
+        .arg(canonical)
+        .arg(ip)
+        .arg(&host.port);
+    match host.peer {
+        Some(peer) => {
+            let addr = match peer.ip() {
+                std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+                v4 => v4.to_string(),
+            };
+            cmd.env("REMOTE_ADDR", addr)
+                .env("REMOTE_PORT", peer.port().to_string());
+        }
+        None => {
+            cmd.env_remove("REMOTE_ADDR").env_remove("REMOTE_PORT");
+        }
+    }
+    cmd.stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped());
+    cmd.kill_on_drop(true);
+    let child = cmd.spawn().map_err(|e| {
+        tracing::warn!("daemon access hook '{hook}' failed to start: {e}");
+        "service rejected".to_string()
+    })?;
+    let out = match tokio::time::timeout(timeout, child.wait_with_output()).await {
+        Ok(Ok(out)) => out,
+        Ok(Err(e)) => {
+            tracing::warn!("daemon access hook '{hook}' failed: {e}");
+            return Err("service rejected".into());
+        }
+        Err(_) => {
+            tracing::warn!("daemon access hook '{hook}' timed out");
+            return Err("service rejected".into());
+        }
+    };
+    if out.status.success() {
+        return Ok(());
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.trim_start().lines().next().unwrap_or("").trim_end();
+    Err(if line.is_empty() {
+        "service rejected".into()
+    } else {
+        line.to_string()
+    })
 }
 
 /// `daemon.c: daemon_avoid_alias`: true for paths that must be refused.
@@ -138,29 +314,116 @@ fn enter_repo(path: &Path, strict: bool) -> Option<Resolved> {
             git_dir,
         });
     }
-    let mut bytes = path.as_os_str().as_bytes();
-    while bytes.len() > 1 && bytes.ends_with(b"/") {
-        bytes = &bytes[..bytes.len() - 1];
-    }
-    if bytes.len() >= 4096 {
+    enter_repo_as(path.as_os_str().as_bytes(), path.as_os_str().as_bytes())
+}
+
+/// The non-strict `enter_repo`: `validated` is the path as the whitelist and logs see
+/// it (for `~user` paths git keeps the `~user` form), `actual` the one on disk.
+fn enter_repo_as(validated: &[u8], actual: &[u8]) -> Option<Resolved> {
+    let trim = |mut p: &[u8]| {
+        while p.len() > 1 && p.ends_with(b"/") {
+            p = &p[..p.len() - 1];
+        }
+        p.to_vec()
+    };
+    let (validated, actual) = (trim(validated), trim(actual));
+    if actual.len() >= 4096 {
         return None;
     }
     for suffix in SUFFIXES {
-        let mut candidate = bytes.to_vec();
-        candidate.extend_from_slice(suffix.as_bytes());
-        let candidate = PathBuf::from(OsStr::from_bytes(&candidate));
+        let with = |p: &[u8]| PathBuf::from(OsStr::from_bytes(&[p, suffix.as_bytes()].concat()));
+        let candidate = with(&actual);
         let Ok(meta) = std::fs::metadata(&candidate) else {
             continue;
         };
         if meta.is_file() || (meta.is_dir() && is_git_directory(&candidate)) {
             let git_dir = follow_gitfile(&candidate)?;
-            return is_git_directory(&git_dir).then_some(Resolved {
-                path: candidate,
+            return is_git_directory(&git_dir).then(|| Resolved {
+                path: with(&validated),
                 git_dir,
             });
         }
     }
     None
+}
+
+/// `~alice/foo` with `--user-path=DIR` is `<home of alice>/DIR/foo` (without DIR:
+/// `<home>/foo`), as git daemon rewrites it before `enter_repo` expands `~alice`.
+fn user_repo(requested: &[u8], user_path: &str) -> Option<Resolved> {
+    let after_tilde = &requested[1..];
+    let slash = after_tilde
+        .iter()
+        .position(|&b| b == b'/')
+        .unwrap_or(after_tilde.len());
+    let (user, rest) = after_tilde.split_at(slash);
+    let mut validated = requested[..1 + slash].to_vec();
+    if !user_path.is_empty() {
+        validated.push(b'/');
+        validated.extend_from_slice(user_path.as_bytes());
+    }
+    validated.extend_from_slice(rest);
+    let home = home_of(user)?;
+    let mut actual = home.into_os_string().into_vec();
+    actual.extend_from_slice(&validated[1 + slash..]);
+    enter_repo_as(&validated, &actual)
+}
+
+/// The home directory of a user (`getpwnam_r`).
+fn home_of(user: &[u8]) -> Option<PathBuf> {
+    if user.is_empty() {
+        return None;
+    }
+    let name = std::ffi::CString::new(user).ok()?;
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    // SAFETY: getpwnam_r writes into `pwd` and `buf`, both valid for its duration;
+    // pw_dir points into `buf`, which outlives the read below.
+    unsafe {
+        let mut pwd: libc::passwd = std::mem::zeroed();
+        let mut result: *mut libc::passwd = std::ptr::null_mut();
+        if libc::getpwnam_r(
+            name.as_ptr(),
+            &mut pwd,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut result,
+        ) != 0
+            || result.is_null()
+        {
+            return None;
+        }
+        let dir = std::ffi::CStr::from_ptr(pwd.pw_dir);
+        Some(PathBuf::from(OsStr::from_bytes(dir.to_bytes())))
+    }
+}
+
+/// Expand an `--interpolated-path` template (`daemon.c: expand_path`). Unknown
+/// placeholders stay as they are.
+fn interpolate(template: &str, dir: &[u8], host: &HostInfo) -> Vec<u8> {
+    let mut out = Vec::with_capacity(template.len() + dir.len());
+    let mut rest = template.as_bytes();
+    while let Some(pos) = rest.iter().position(|&b| b == b'%') {
+        out.extend_from_slice(&rest[..pos]);
+        rest = &rest[pos + 1..];
+        let (value, used): (&[u8], usize) = if rest.starts_with(b"CH") {
+            (host.canonical_hostname().as_bytes(), 2)
+        } else if rest.starts_with(b"IP") {
+            (host.ip_address().as_bytes(), 2)
+        } else if rest.starts_with(b"H") {
+            (host.hostname.as_bytes(), 1)
+        } else if rest.starts_with(b"P") {
+            (host.port.as_bytes(), 1)
+        } else if rest.starts_with(b"D") {
+            (dir, 1)
+        } else if rest.starts_with(b"%") {
+            (b"%", 1)
+        } else {
+            (b"%", 0)
+        };
+        out.extend_from_slice(value);
+        rest = &rest[used..];
+    }
+    out.extend_from_slice(rest);
+    out
 }
 
 /// A `.git` *file* (`gitdir: <path>`) points at the real git directory.
@@ -232,11 +495,26 @@ mod tests {
             base_path: Some(base.clone()),
             ..Default::default()
         };
-        assert_eq!(p.resolve(b"/a").unwrap().git_dir, base.join("a.git"));
-        assert_eq!(p.resolve(b"/a.git/").unwrap().path, base.join("a.git"));
-        assert_eq!(p.resolve(b"/work"), Err(Denied::NotExported));
-        assert_eq!(p.resolve(b"/missing"), Err(Denied::NoSuchRepository));
-        assert_eq!(p.resolve(b"/../a.git"), Err(Denied::NoSuchRepository));
+        assert_eq!(
+            p.resolve(b"/a", &HostInfo::default()).unwrap().git_dir,
+            base.join("a.git")
+        );
+        assert_eq!(
+            p.resolve(b"/a.git/", &HostInfo::default()).unwrap().path,
+            base.join("a.git")
+        );
+        assert_eq!(
+            p.resolve(b"/work", &HostInfo::default()),
+            Err(Denied::NotExported)
+        );
+        assert_eq!(
+            p.resolve(b"/missing", &HostInfo::default()),
+            Err(Denied::NoSuchRepository)
+        );
+        assert_eq!(
+            p.resolve(b"/../a.git", &HostInfo::default()),
+            Err(Denied::NoSuchRepository)
+        );
         assert_eq!(
             p.error_message(Denied::NotExported, b"/work"),
             "access denied or repository not exported: /work"
@@ -247,11 +525,17 @@ mod tests {
             "repository not exported: /work"
         );
         p.export_all = true;
-        assert_eq!(p.resolve(b"/work").unwrap().git_dir, base.join("work/.git"));
+        assert_eq!(
+            p.resolve(b"/work", &HostInfo::default()).unwrap().git_dir,
+            base.join("work/.git")
+        );
         p.strict_paths = true;
-        assert_eq!(p.resolve(b"/a"), Err(Denied::NoSuchRepository));
+        assert_eq!(
+            p.resolve(b"/a", &HostInfo::default()),
+            Err(Denied::NoSuchRepository)
+        );
         p.whitelist = vec![base.join("a.git")];
-        assert!(p.resolve(b"/a.git").is_ok());
+        assert!(p.resolve(b"/a.git", &HostInfo::default()).is_ok());
         std::fs::remove_dir_all(base).unwrap();
     }
 
@@ -267,9 +551,9 @@ mod tests {
         };
         let abs =
             |rel: &str| std::os::unix::ffi::OsStringExt::into_vec(base.join(rel).into_os_string());
-        assert!(p.resolve(&abs("pub/x.git")).is_ok());
+        assert!(p.resolve(&abs("pub/x.git"), &HostInfo::default()).is_ok());
         assert_eq!(
-            p.resolve(&abs("private/y.git")),
+            p.resolve(&abs("private/y.git"), &HostInfo::default()),
             Err(Denied::NoSuchRepository)
         );
         // A prefix must end at a path component.
@@ -278,7 +562,10 @@ mod tests {
             whitelist: vec![base.join("pu")],
             ..Default::default()
         };
-        assert_eq!(p2.resolve(&abs("pub/x.git")), Err(Denied::NoSuchRepository));
+        assert_eq!(
+            p2.resolve(&abs("pub/x.git"), &HostInfo::default()),
+            Err(Denied::NoSuchRepository)
+        );
         std::fs::remove_dir_all(base).unwrap();
     }
 }

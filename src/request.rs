@@ -28,6 +28,20 @@ impl Service {
         }
     }
 
+    /// The key in `daemon.<key>` that enables or disables it per repository.
+    pub fn config_name(self) -> &'static str {
+        match self {
+            Service::UploadPack => "uploadpack",
+            Service::UploadArchive => "uploadarch",
+            Service::ReceivePack => "receivepack",
+        }
+    }
+
+    /// Look a service up by its name (`--enable=upload-pack`).
+    pub fn from_name(name: &str) -> Option<Service> {
+        Self::ALL.into_iter().find(|s| s.name() == name)
+    }
+
     const ALL: [Service; 3] = [
         Service::UploadPack,
         Service::UploadArchive,
@@ -179,7 +193,7 @@ fn parse_host_and_port(value: &[u8]) -> Result<HostInfo, ClientError> {
 }
 
 /// `daemon.c: sanitize_client`: drop `/`, leading and doubled dots, trailing dots.
-fn sanitize(input: &[u8]) -> String {
+pub(crate) fn sanitize(input: &[u8]) -> String {
     let mut out: Vec<u8> = Vec::with_capacity(input.len());
     for &b in input {
         if b == b'/' || (b == b'.' && out.last().is_none_or(|&l| l == b'.')) {

@@ -2,22 +2,22 @@
 //! [`Handler`], after mini-redis.
 
 use std::future::Future;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use crate::connection::{Connection, Packet};
-use crate::pack::PackStats;
-use crate::policy::{Denied, Policy};
-use crate::request::{ProtocolVersion, Request, Service};
+use crate::handler::Handler;
+use crate::policy::Policy;
 use crate::shutdown::Activity;
-use crate::{ClientError, Result, notify, upload_pack};
+use crate::{Result, notify};
 
 /// Server settings, fixed at start.
 #[derive(Debug, Clone)]
@@ -71,11 +71,7 @@ pub async fn run(
     }
     let config = Arc::new(config);
     let activity = Arc::new(Activity::default());
-    let limit = Arc::new(Semaphore::new(if config.max_connections == 0 {
-        Semaphore::MAX_PERMITS
-    } else {
-        config.max_connections
-    }));
+    let slots = Arc::new(Slots::default());
     // Every handler holds a clone of the sender; `recv()` returns `None` once all are gone.
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
 
@@ -105,20 +101,28 @@ pub async fn run(
                         continue;
                     }
                 };
+                let _ = stream.set_nodelay(true);
                 let guard = activity.open();
-                let permit = limit.clone().try_acquire_owned().ok();
                 // IPv4 clients of a dual-stack socket appear as ::ffff:a.b.c.d.
                 let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
-                let handler = Handler { config: Arc::clone(&config), activity: Arc::clone(&activity), peer };
+                let admitted = slots.admit(peer.ip(), config.max_connections);
+                let handler = Handler { config: Arc::clone(&config), activity: Arc::clone(&activity), peer: Some(peer) };
                 let done = done_tx.clone();
-                tokio::spawn(async move {
-                    match permit {
-                        Some(_permit) => handler.run(stream).await,
-                        None => handler.refuse(stream).await,
-                    }
-                    drop(guard);
-                    drop(done);
+                if !admitted {
+                    tokio::spawn(async move {
+                        handler.refuse(stream).await;
+                        drop((guard, done));
+                    });
+                    continue;
+                }
+                let id = slots.next_id();
+                let slot = SlotGuard { slots: Arc::clone(&slots), id };
+                let task = tokio::spawn(async move {
+                    handler.run(stream).await;
+                    drop((guard, done, slot));
                 });
+                // The task cannot have run yet (one thread): registering now is race-free.
+                slots.register(id, peer.ip(), task.abort_handle());
             }
             _ = sleep_until(idle_at) => break format!("idle for {}s", config.idle_timeout.unwrap_or_default().as_secs()),
             _ = activity.changed() => {}
@@ -179,128 +183,114 @@ async fn accept(
     .await
 }
 
-/// What one request did, for its log line.
+/// Open connections by client address, so that `--max-connections` cannot be
+/// exhausted by one address: when full, git daemon makes room by dropping the newest
+/// connection of an address that holds several, and so do we.
 #[derive(Debug, Default)]
-struct RequestLog {
-    host: Option<String>,
-    path: Option<String>,
-    service: Option<&'static str>,
-    version: Option<ProtocolVersion>,
-    pack: Option<PackStats>,
+struct Slots {
+    open: Mutex<Vec<(u64, IpAddr, AbortHandle)>>,
+    ids: AtomicU64,
 }
 
-/// Serves one connection.
-#[derive(Debug)]
-pub struct Handler {
-    config: Arc<Config>,
-    activity: Arc<Activity>,
-    peer: SocketAddr,
-}
+impl Slots {
+    fn next_id(&self) -> u64 {
+        self.ids.fetch_add(1, Ordering::Relaxed)
+    }
 
-impl Handler {
-    async fn run(self, stream: TcpStream) {
-        let start = std::time::Instant::now();
-        let _ = stream.set_nodelay(true);
-        let mut conn = Connection::new(stream, self.config.init_timeout);
-        let mut log = RequestLog::default();
-        let outcome = match self.serve(&mut conn, &mut log).await {
-            Ok(()) => "ok".to_string(),
-            Err(err) => {
-                if let Some(client) = err.downcast_ref::<ClientError>() {
-                    conn.error(&client.0);
+    fn register(&self, id: u64, ip: IpAddr, abort: AbortHandle) {
+        self.open
+            .lock()
+            .expect("not poisoned")
+            .push((id, ip, abort));
+    }
+
+    /// May a new connection from `ip` be served? Makes room if it can.
+    fn admit(&self, ip: IpAddr, max: usize) -> bool {
+        let mut open = self.open.lock().expect("not poisoned");
+        if max == 0 || open.len() < max {
+            return true;
+        }
+        // The newest connection of an address with more than one open.
+        let victim = open
+            .iter()
+            .rev()
+            .find(|(_, a, _)| open.iter().filter(|(_, b, _)| b == a).count() > 1)
+            .map(|(id, addr, _)| (*id, *addr));
+        match victim {
+            // An address already holding several slots does not get another.
+            Some((_, addr)) if addr == ip => false,
+            Some((id, addr)) => {
+                warn!("too many connections: dropping the newest from {addr}");
+                if let Some(pos) = open.iter().position(|(i, _, _)| *i == id) {
+                    open.remove(pos).2.abort();
                 }
-                format!("error: {err}")
+                true
             }
-        };
-        let _ = conn.shutdown().await;
-        self.activity.served(conn.bytes_sent());
-        let peer = self.peer;
-        let host = log.host.as_deref().unwrap_or("-");
-        let path = log.path.as_deref().unwrap_or("-");
-        let service = log.service.unwrap_or("-");
-        let version = log.version.map_or(-1, |v| v as i32);
-        let objects = log.pack.map_or(0, |p| p.objects);
-        let (bytes, ms) = (conn.bytes_sent(), start.elapsed().as_millis());
-        if outcome == "ok" {
-            info!(%peer, host, path, service, version, bytes, objects, ms, outcome, "request");
-        } else {
-            warn!(%peer, host, path, service, version, bytes, objects, ms, outcome, "request");
+            None => false,
         }
     }
+}
 
-    /// Over `--max-connections`: say so promptly and close.
-    async fn refuse(self, stream: TcpStream) {
-        let mut conn = Connection::new(stream, Duration::from_secs(1));
-        conn.error("too many connections, try again later");
-        let _ = conn.shutdown().await;
-        warn!(peer = %self.peer, "refused: too many connections");
-    }
+/// Removes a connection from [`Slots`] when its task ends (or is aborted).
+struct SlotGuard {
+    slots: Arc<Slots>,
+    id: u64,
+}
 
-    async fn serve(&self, conn: &mut Connection<TcpStream>, log: &mut RequestLog) -> Result<()> {
-        // --init-timeout bounds the whole request line, not each read: a client
-        // dripping one byte at a time must not hold a slot.
-        let first = tokio::time::timeout(self.config.init_timeout, conn.read_packet())
-            .await
-            .map_err(|_| "timed out waiting for the request line")??;
-        let line = match first {
-            Some(Packet::Data(line)) => line,
-            Some(_) => {
-                return Err(ClientError::boxed(
-                    "protocol error: expected a request line",
-                ));
-            }
-            None => return Err("connection closed before the request line".into()),
-        };
-        conn.set_timeout(self.config.timeout);
-        let request = Request::parse(&line)?;
-        log.host = request
-            .host
-            .as_ref()
-            .map(|h| crate::escape(h.hostname.as_bytes()));
-        log.path = Some(crate::escape(&request.path));
-        log.service = Some(request.service.name());
-        log.version = Some(request.protocol_version());
-
-        let policy = &self.config.policy;
-        if request.service != Service::UploadPack {
-            return Err(ClientError::boxed(
-                policy.error_message(Denied::ServiceNotEnabled, &request.path),
-            ));
-        }
-        let p = policy.clone();
-        let path = request.path.clone();
-        let repo = tokio::task::spawn_blocking(move || -> Result<gix::ThreadSafeRepository> {
-            let resolved = p
-                .resolve(&path)
-                .map_err(|denied| ClientError::boxed(p.error_message(denied, &path)))?;
-            let repo = gix::open_opts(&resolved.git_dir, gix::open::Options::isolated()).map_err(|e| {
-                tracing::warn!("cannot open {}: {e}", resolved.git_dir.display());
-                match object_format(&resolved.git_dir) {
-                    // Exported, but in a format we cannot serve: say so plainly.
-                    Some(format) if !format.eq_ignore_ascii_case("sha1") => ClientError::boxed(format!(
-                        "repository {} uses the {format} object format, which gitd does not serve",
-                        crate::escape(&path)
-                    )),
-                    _ => ClientError::boxed(p.error_message(Denied::NoSuchRepository, &path)),
-                }
-            })?;
-            Ok(repo.into_sync())
-        })
-        .await??;
-        log.pack = upload_pack::serve(conn, &repo, request.protocol_version()).await?;
-        Ok(())
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        self.slots
+            .open
+            .lock()
+            .expect("not poisoned")
+            .retain(|(id, _, _)| *id != self.id);
     }
 }
 
-/// `extensions.objectFormat` of a repository, read directly from its config file
-/// (gix refuses to open repositories in formats it was built without).
-fn object_format(git_dir: &std::path::Path) -> Option<String> {
-    let config = gix::config::File::from_path_no_includes(
-        git_dir.join("config"),
-        gix::config::Source::Local,
-    )
-    .ok()?;
-    config
-        .string("extensions.objectFormat")
-        .map(|s| s.to_string())
+/// `--inetd`: serve the one connection on stdin/stdout, then return.
+pub async fn serve_inetd(config: Config) -> Result<()> {
+    use std::os::fd::FromRawFd;
+    let config = Arc::new(config);
+    let activity = Arc::new(Activity::default());
+    // SAFETY: fd 0 is ours for the life of the process; dup() gives the TcpStream
+    // its own descriptor to close.
+    let fd = unsafe { libc::dup(0) };
+    let socket = (fd >= 0)
+        .then(|| unsafe { std::net::TcpStream::from_raw_fd(fd) })
+        .filter(|s| s.peer_addr().is_ok());
+    match socket {
+        Some(std_stream) => {
+            let peer = std_stream
+                .peer_addr()
+                .ok()
+                .map(|p| SocketAddr::new(p.ip().to_canonical(), p.port()));
+            std_stream.set_nonblocking(true)?;
+            let stream = TcpStream::from_std(std_stream)?;
+            let _guard = activity.open();
+            Handler {
+                config,
+                activity: Arc::clone(&activity),
+                peer,
+            }
+            .run(stream)
+            .await;
+        }
+        None => {
+            // Not a socket (a pipe pair, as with `inetd` wait-mode wrappers): stdio.
+            if fd >= 0 {
+                // SAFETY: closing the descriptor we just duplicated.
+                unsafe { libc::close(fd) };
+            }
+            let stdio = tokio::io::join(tokio::io::stdin(), tokio::io::stdout());
+            let _guard = activity.open();
+            Handler {
+                config,
+                activity: Arc::clone(&activity),
+                peer: None,
+            }
+            .run(stdio)
+            .await;
+        }
+    }
+    Ok(())
 }
