@@ -7,7 +7,7 @@ use std::io::Write;
 use std::path::Path;
 use std::process::Stdio;
 
-use support::{Gitd, Raw, fixture, git, git_cmd, pkt, scratch};
+use support::{Gitd, fixture, git, git_cmd, oracle_upload_pack as oracle, pkt, scratch};
 
 /// Split a response into pkt-line payloads (`"0000"` for flush, `"0001"` for delim),
 /// stopping at a raw pack or a side-band pack.
@@ -35,43 +35,9 @@ fn lines(mut bytes: &[u8]) -> Vec<String> {
     out
 }
 
-/// git's answer to `input` (v2 when `v2`), over a pipe like git daemon's child.
-fn oracle(repo: &Path, input: &[u8], v2: bool) -> Vec<u8> {
-    let mut cmd = git_cmd(repo);
-    cmd.arg("upload-pack");
-    if v2 {
-        cmd.env("GIT_PROTOCOL", "version=2");
-    }
-    let mut child = cmd
-        .arg(".")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let input = input.to_vec();
-    let writer = std::thread::spawn(move || {
-        let _ = stdin.write_all(&input);
-    });
-    let out = child.wait_with_output().unwrap();
-    writer.join().unwrap();
-    out.stdout
-}
-
 /// gitd's answer to the request line plus `input`.
 fn ours(port: u16, v2: bool, input: &[u8]) -> Vec<u8> {
-    let mut raw = Raw::connect(port);
-    let hello: &[u8] = if v2 {
-        b"git-upload-pack /repo.git\0host=localhost\0\0version=2\0"
-    } else {
-        b"git-upload-pack /repo.git\0host=localhost\0"
-    };
-    raw.send_pkt(hello).send(input);
-    let _ = raw.stream.shutdown(std::net::Shutdown::Write);
-    let mut out = Vec::new();
-    std::io::Read::read_to_end(&mut raw.stream, &mut out).unwrap();
-    out
+    support::gitd_upload_pack(port, "/repo.git", v2, input)
 }
 
 /// Drop what legitimately differs between servers: the agent and our capability list.

@@ -464,6 +464,44 @@ impl Raw {
     }
 }
 
+/// git's answer to `input` (v2 when `v2`), over a pipe like git daemon's child.
+pub fn oracle_upload_pack(repo: &Path, input: &[u8], v2: bool) -> Vec<u8> {
+    let mut cmd = git_cmd(repo);
+    cmd.arg("upload-pack");
+    if v2 {
+        cmd.env("GIT_PROTOCOL", "version=2");
+    }
+    let mut child = cmd
+        .arg(".")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    out.stdout
+}
+
+/// gitd's answer to the request line for `path` plus `input`.
+pub fn gitd_upload_pack(port: u16, path: &str, v2: bool, input: &[u8]) -> Vec<u8> {
+    let mut raw = Raw::connect(port);
+    let mut hello = format!("git-upload-pack {path}\0host=localhost\0");
+    if v2 {
+        hello.push_str("\0version=2\0");
+    }
+    raw.send_pkt(hello.as_bytes()).send(input);
+    let _ = raw.stream.shutdown(std::net::Shutdown::Write);
+    let mut out = Vec::new();
+    std::io::Read::read_to_end(&mut raw.stream, &mut out).unwrap();
+    out
+}
+
 /// Refs of a repository as `git for-each-ref` prints them (sorted name → oid).
 pub fn refs_of(repo: &Path, pattern: &str) -> Vec<String> {
     let out = git(
