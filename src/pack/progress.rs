@@ -87,3 +87,60 @@ impl Meter {
 fn percent(n: usize, total: usize) -> usize {
     (n * 100).checked_div(total).unwrap_or(100)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(rx: &mut mpsc::Receiver<Chunk>) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Ok(Chunk::Progress(line)) = rx.try_recv() {
+            out.push(line);
+        }
+        out
+    }
+
+    #[test]
+    fn known_total_updates_on_each_new_percentage() {
+        let (tx, mut rx) = mpsc::channel(64);
+        let mut m = Meter::new(Some(tx), "Counting objects", Some(300));
+        for _ in 0..4 {
+            m.inc();
+        }
+        m.done();
+        assert_eq!(
+            lines(&mut rx),
+            [
+                "Counting objects:   0% (1/300)\r",
+                "Counting objects:   1% (3/300)\r",
+                "Counting objects:   1% (4/300), done.\n",
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_total_updates_once_a_second() {
+        let (tx, mut rx) = mpsc::channel(64);
+        let mut m = Meter::new(Some(tx), "Enumerating objects", None);
+        m.set(5);
+        assert!(lines(&mut rx).is_empty(), "not before the first second");
+        m.next_update = Instant::now();
+        m.set(7);
+        m.set(8);
+        m.done();
+        assert_eq!(
+            lines(&mut rx),
+            [
+                "Enumerating objects: 7\r",
+                "Enumerating objects: 8, done.\n"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_phase_that_counted_nothing_prints_nothing() {
+        let (tx, mut rx) = mpsc::channel(64);
+        Meter::new(Some(tx), "Counting objects", Some(0)).done();
+        assert!(lines(&mut rx).is_empty());
+    }
+}
