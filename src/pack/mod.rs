@@ -148,8 +148,11 @@ fn generate(
     };
     let counting = progress::Meter::new(meter_tx, "Counting objects", Some(set.ids.len()));
     // Thin deltas can only help when the client has something; otherwise the set of
-    // known objects is dropped here rather than held while writing.
-    let thin_bases = (thin && set.client_has_objects).then_some(set.known);
+    // known objects is dropped here rather than held while writing. A filter leaves
+    // objects out that the walk may still count as seen: not bases the client has,
+    // so filtered fetches get no thin deltas.
+    let thin = thin && set.client_has_objects && selection.filter.is_none();
+    let thin_bases = thin.then_some(set.known);
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut out = ChannelWriter {
         tx: tx.clone(),
