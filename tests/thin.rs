@@ -332,20 +332,20 @@ fn side_band_pack(mut bytes: &[u8]) -> (Vec<u8>, String) {
 }
 
 /// A fetch request for `want` from a client that has `have`.
-fn fetch_request(v2: bool, want: &str, have: &str, thin: bool) -> Vec<u8> {
-    let thin = if thin { " thin-pack" } else { "" };
+fn fetch_request(v2: bool, want: &str, have: &str, thin: bool, ofs: bool) -> Vec<u8> {
+    let mut args = vec!["no-progress"];
+    args.extend(thin.then_some("thin-pack"));
+    args.extend(ofs.then_some("ofs-delta"));
     let mut req = Vec::new();
     if v2 {
         req.extend(pkt(b"command=fetch\n"));
         req.extend(b"0001");
         req.extend(pkt(format!("want {want}\n").as_bytes()));
-        for arg in ["ofs-delta", "no-progress", thin.trim()] {
-            if !arg.is_empty() {
-                req.extend(pkt(format!("{arg}\n").as_bytes()));
-            }
+        for arg in args {
+            req.extend(pkt(format!("{arg}\n").as_bytes()));
         }
     } else {
-        let caps = format!("ofs-delta side-band-64k no-progress{thin}");
+        let caps = format!("side-band-64k {}", args.join(" "));
         req.extend(pkt(format!("want {want} {caps}\n").as_bytes()));
         req.extend(b"0000");
     }
@@ -397,17 +397,18 @@ fn index_thin_pack(client: &Path, pack: &[u8]) -> (Vec<String>, usize) {
         .output()
         .unwrap();
     let count = u32::from_be_bytes(pack[8..12].try_into().unwrap()) as usize;
-    let (mut bases, mut deltas) = (Vec::new(), 0);
+    let (mut bases, mut deltas, mut entries) = (Vec::new(), 0, 0);
     for line in String::from_utf8(index.stdout).unwrap().lines() {
         let offset: usize = line.split(' ').next().unwrap().parse().unwrap();
         if offset >= pack.len() - 20 {
             continue; // a base appended by --fix-thin
         }
         let (kind, base) = entry_header(pack, offset);
+        entries += 1;
         deltas += usize::from(kind >= 6);
         bases.extend(base);
     }
-    assert!(count > 0);
+    assert_eq!(entries, count, "every entry of the sent pack was looked at");
     (bases, deltas)
 }
 
@@ -418,16 +419,17 @@ fn raw_thin_pack_names_only_bases_the_client_has() {
     let gitd = Gitd::start(&dir, &[&format!("--base-path={}", dir.display())]);
     let (main, old) = (rev(&repo, "main"), rev(&repo, "old"));
     let has = objects(&repo, "old");
+    let sent: BTreeSet<String> = objects(&repo, "main").difference(&has).cloned().collect();
     let forbidden = rev(&repo, "other:other.txt");
     assert!(!has.contains(&forbidden));
     for v2 in [false, true] {
         let mut sizes = Vec::new();
-        for thin in [true, false] {
+        for (thin, ofs) in [(true, true), (false, true), (true, false)] {
             let response = support::gitd_upload_pack(
                 gitd.port,
                 "/repo.git",
                 v2,
-                &fetch_request(v2, &main, &old, thin),
+                &fetch_request(v2, &main, &old, thin, ofs),
             );
             let (pack, progress) = side_band_pack(&response);
             assert!(
@@ -435,7 +437,7 @@ fn raw_thin_pack_names_only_bases_the_client_has() {
                 "no-progress was asked for: {progress:?}"
             );
             // A repository holding exactly what the client said it has.
-            let client = dir.join(format!("client-{v2}-{thin}.git"));
+            let client = dir.join(format!("client-{v2}-{thin}-{ofs}.git"));
             git(
                 &dir,
                 &[
@@ -452,17 +454,20 @@ fn raw_thin_pack_names_only_bases_the_client_has() {
             );
             let (bases, deltas) = index_thin_pack(&client, &pack);
             assert!(deltas > 0, "the stored deltas are reused");
-            for base in &bases {
+            // Without ofs-delta, deltas against objects of the pack name them by id.
+            let thin_bases: Vec<&String> = bases.iter().filter(|b| !sent.contains(*b)).collect();
+            for base in &thin_bases {
                 assert!(
-                    has.contains(base),
-                    "v2={v2} thin={thin}: REF_DELTA against {base}, which the client lacks"
+                    has.contains(*base),
+                    "v2={v2} thin={thin} ofs={ofs}: REF_DELTA against {base}, which the client lacks"
                 );
             }
-            if thin {
-                assert!(!bases.is_empty(), "v2={v2}: thin-pack sent no thin delta");
-            } else {
-                assert!(bases.is_empty(), "v2={v2}: deltas by id without thin-pack");
-            }
+            assert_eq!(
+                thin,
+                !thin_bases.is_empty(),
+                "v2={v2} ofs={ofs}: thin deltas should be there exactly with thin-pack"
+            );
+            assert_eq!(ofs, bases.len() == thin_bases.len(), "v2={v2} ofs={ofs}");
             git(&client, &["update-ref", "refs/heads/main", &main]);
             fsck(&client);
             assert_eq!(objects(&client, "main"), objects(&repo, "main"));
@@ -489,7 +494,7 @@ fn incremental_thin_pack_is_about_as_small_as_gits() {
     let (main, old) = (rev(&repo, "main"), rev(&repo, "old"));
     let mut line = String::new();
     let mut size = |who: &str, thin: bool| {
-        let req = fetch_request(false, &main, &old, thin);
+        let req = fetch_request(false, &main, &old, thin, true);
         let response = if who == "git" {
             oracle_upload_pack(&repo, &req, false)
         } else {
