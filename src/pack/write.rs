@@ -156,6 +156,7 @@ where
                         };
                     }
                 }
+                // Only in thin packs, against a base `Odb` let through.
                 output::entry::Kind::DeltaOid { .. } => self.stats.deltas += 1,
                 output::entry::Kind::Base(_) => {}
             }
