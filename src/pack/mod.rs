@@ -7,6 +7,7 @@
 
 pub mod filter;
 pub mod objects;
+pub mod progress;
 pub mod write;
 
 use std::io::Write;
@@ -76,7 +77,7 @@ impl PackRequest {
 }
 
 /// A piece of the outgoing stream produced on the blocking side.
-enum Chunk {
+pub(crate) enum Chunk {
     Data(Vec<u8>),
     Progress(String),
 }
@@ -97,12 +98,11 @@ where
     let (tx, mut rx) = mpsc::channel::<Chunk>(4);
     let repo = repo.clone();
     let selection = req.selection.clone();
-    let (ofs_delta, progress) = (
-        req.ofs_delta,
-        req.progress && req.sideband != Sideband::None,
-    );
-    let task =
-        tokio::task::spawn_blocking(move || generate(&repo, &selection, ofs_delta, progress, tx));
+    let progress = req.progress && req.sideband != Sideband::None;
+    let (thin, ofs_delta) = (req.thin, req.ofs_delta);
+    let task = tokio::task::spawn_blocking(move || {
+        generate(&repo, &selection, thin, ofs_delta, progress, tx)
+    });
     let max = if req.sideband == Sideband::Small {
         MAX_SMALL_BAND_DATA
     } else {
@@ -128,34 +128,45 @@ where
     }
 }
 
-/// The blocking half: enumerate, then write the pack into the channel.
+/// The blocking half: enumerate, then write the pack into the channel, with git's
+/// progress phases (there is no "Compressing objects": gitd computes no deltas).
 fn generate(
     repo: &gix::ThreadSafeRepository,
     selection: &Selection,
+    thin: bool,
     ofs_delta: bool,
     progress: bool,
     tx: mpsc::Sender<Chunk>,
 ) -> Result<PackStats> {
+    let meter_tx = progress.then(|| tx.clone());
     let set = {
         let repo = repo.to_thread_local();
-        objects::enumerate(&repo, selection)?
+        let mut enumerating = progress::Meter::new(meter_tx.clone(), "Enumerating objects", None);
+        let set = objects::enumerate(&repo, selection, &mut enumerating)?;
+        enumerating.done();
+        set
     };
-    let n = set.ids.len();
-    if progress {
-        let _ = tx.blocking_send(Chunk::Progress(format!(
-            "Enumerating objects: {n}, done.\n"
-        )));
-    }
+    let counting = progress::Meter::new(meter_tx, "Counting objects", Some(set.ids.len()));
+    // Thin deltas can only help when the client has something; otherwise the set of
+    // known objects is dropped here rather than held while writing. A filter leaves
+    // objects out that the walk may still count as seen: not bases the client has,
+    // so filtered fetches get no thin deltas.
+    let thin = thin && set.client_has_objects && selection.filter.is_none();
+    let thin_bases = thin.then_some(set.known);
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut out = ChannelWriter {
         tx: tx.clone(),
         buf: Vec::with_capacity(CHUNK),
     };
-    let stats = write::write_pack(repo, set.ids, ofs_delta, threads, &mut out)?;
+    let stats = write::write_pack(
+        repo, set.ids, thin_bases, ofs_delta, threads, counting, &mut out,
+    )?;
     out.flush()?;
     if progress {
+        // Every delta gitd sends is a stored one, so all deltas count as reused.
+        // There is no verbatim pack reuse: "pack-reused 0 (from 0)" (git ≥ 2.44).
         let _ = tx.blocking_send(Chunk::Progress(format!(
-            "Total {} (delta {}), reused {} (delta {}), pack-reused 0\n",
+            "Total {} (delta {}), reused {} (delta {}), pack-reused 0 (from 0)\n",
             stats.objects, stats.deltas, stats.reused, stats.deltas
         )));
     }

@@ -4,13 +4,15 @@
 //! gix can walk commits with hidden tips, but has no object-level exclusion, so the
 //! tree part is ours and follows git's `--objects-edge`: the trees of the *edge*
 //! commits (parents the client has of commits we send) are marked as seen first, so
-//! nothing the client already holds is walked or sent again.
+//! nothing the client already holds is walked or sent again. The same seen-set then
+//! tells the pack writer which objects a thin pack's deltas may refer to.
 
 use gix::ObjectId;
 use gix::hashtable::HashSet;
 use gix::objs::FindExt;
 
 use super::filter::Filter;
+use super::progress::Meter;
 use crate::Result;
 
 /// The object ids to send, in the order they were found (commits first, then the
@@ -19,6 +21,12 @@ use crate::Result;
 pub struct ObjectSet {
     pub ids: Vec<ObjectId>,
     pub commits: usize,
+    /// Everything in `ids` plus what the client is known to have: the edge and common
+    /// commits and all objects of their trees. This is the walk's own seen-set, kept
+    /// rather than copied, so a thin pack costs no second set.
+    pub known: HashSet<ObjectId>,
+    /// True if `known` holds anything the client has (there were common commits).
+    pub client_has_objects: bool,
 }
 
 /// What a pack is built from, after negotiation.
@@ -38,8 +46,8 @@ pub struct Selection {
     pub filter: Option<Filter>,
 }
 
-/// Enumerate the objects to send for `sel`.
-pub fn enumerate(repo: &gix::Repository, sel: &Selection) -> Result<ObjectSet> {
+/// Enumerate the objects to send for `sel`, reporting their number to `meter`.
+pub fn enumerate(repo: &gix::Repository, sel: &Selection, meter: &mut Meter) -> Result<ObjectSet> {
     let mut seen: HashSet<ObjectId> = HashSet::default();
     let mut out = ObjectSet::default();
     let mut buf = Vec::new();
@@ -73,16 +81,18 @@ pub fn enumerate(repo: &gix::Repository, sel: &Selection) -> Result<ObjectSet> {
             if seen.insert(info.id) {
                 commits.push(info.id);
                 parents.extend(info.parent_ids.iter().copied());
+                meter.set(commits.len());
             }
         }
     }
 
-    // Edge commits: parents we do not send, so the client has them. Everything in
-    // their trees is excluded from the walk below.
+    // Edge commits: parents we do not send, so the client has them. They and
+    // everything in their trees are known to the client and excluded from the walk
+    // below. (Commits we send are already in `seen`, so `insert` skips them.)
+    out.client_has_objects = !hidden.is_empty();
     if !hidden.is_empty() {
-        let mut edge_seen: HashSet<ObjectId> = HashSet::default();
         for parent in parents.into_iter().chain(hidden.iter().copied()) {
-            if seen.contains(&parent) || !edge_seen.insert(parent) {
+            if !seen.insert(parent) {
                 continue;
             }
             if let Ok(commit) = repo.find_commit(parent) {
@@ -97,6 +107,7 @@ pub fn enumerate(repo: &gix::Repository, sel: &Selection) -> Result<ObjectSet> {
     for commit in &commits {
         let tree = repo.find_commit(*commit)?.tree_id()?.detach();
         walk_tree(repo, tree, &mut seen, Some(&mut out.ids), &mut buf)?;
+        meter.set(out.ids.len());
     }
     for root in roots {
         if repo.find_header(root)?.kind() == gix::object::Kind::Tree {
@@ -123,6 +134,8 @@ pub fn enumerate(repo: &gix::Repository, sel: &Selection) -> Result<ObjectSet> {
             out.ids.push(tag);
         }
     }
+    meter.set(out.ids.len());
+    out.known = seen;
     Ok(out)
 }
 

@@ -2,17 +2,26 @@
 //!
 //! Stored entries are copied as they are (`PackCopyAndBaseObjects`): compressed data
 //! and deltas whose base is also sent are never re-deflated. Objects that are loose,
-//! or deltas whose base is not sent, go out as whole objects: always a valid,
-//! self-contained pack (no thin packs yet).
+//! or deltas whose base is neither sent nor allowed as a thin base, go out as whole
+//! objects. There is no delta search: every delta in the pack is a stored one.
+//!
+//! Thin packs: gix's `allow_thin_pack` names *any* base missing from the pack by id,
+//! and a client that lacks it fails with "unresolved deltas". gix asks the object
+//! database for the ids of those bases, so [`Odb`] answers only for bases in the
+//! known set; for any other base gix finds no id and sends the whole object instead.
 
 use std::io::Write;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use gix::ObjectId;
 use gix::error::ErrorExt;
+use gix::hashtable::HashSet;
 use gix::odb::pack::data::output;
+use gix::odb::pack::{self, Find};
 use gix::parallel::InOrderIter;
 use gix::prelude::Finalize;
 
+use super::progress::Meter;
 use crate::{ClientError, Result};
 
 /// What went into a pack, for the `Total …` progress line and the request log.
@@ -26,14 +35,19 @@ pub struct PackStats {
 
 /// Write a version 2 pack of `ids` to `out`.
 ///
-/// `ofs_delta`: the client understands offset deltas; without it, deltas refer to
-/// their base by id. A missing object aborts the pack with an error *before* the
-/// trailer, so the client never receives a pack that looks complete but is not.
+/// `thin_bases`: for a thin pack, the objects a delta may name as its base although
+/// they are not in the pack (the client has them; objects of the pack may be in the
+/// set too). `ofs_delta`: the client understands offset deltas; without it, deltas
+/// refer to their base by id. `counting` advances as objects are located. A missing
+/// object aborts the pack with an error *before* the trailer, so the client never
+/// receives a pack that looks complete but is not.
 pub fn write_pack(
     repo: &gix::ThreadSafeRepository,
     ids: Vec<ObjectId>,
+    thin_bases: Option<HashSet<ObjectId>>,
     ofs_delta: bool,
     threads: usize,
+    counting: Meter,
     out: &mut dyn Write,
 ) -> Result<PackStats> {
     let compression = repo.to_thread_local().pack_compression()?;
@@ -51,7 +65,19 @@ pub fn write_pack(
     let mut db = repo.objects.to_cache_arc();
     db.prevent_pack_unload();
     db.ignore_replacements = true;
+    let thin = thin_bases.is_some();
+    let shared = Arc::new(Shared {
+        counting: Mutex::new(counting),
+        bases: thin_bases.unwrap_or_default(),
+        offsets: Mutex::default(),
+    });
+    let db = Odb {
+        inner: db,
+        shared: shared.clone(),
+    };
 
+    // Locating every object is git's "Counting objects" phase; it is over when
+    // `iter_from_counts` returns.
     let entries = output::entry::iter_from_counts(
         counts,
         db,
@@ -59,12 +85,13 @@ pub fn write_pack(
         output::entry::iter_from_counts::Options {
             thread_limit: Some(threads),
             mode: output::entry::iter_from_counts::Mode::PackCopyAndBaseObjects,
-            allow_thin_pack: false,
+            allow_thin_pack: thin,
             chunk_size: 256,
             version: gix::odb::pack::data::Version::V2,
             compression,
         },
     )?;
+    lock(&shared.counting).done();
     let mut in_order = InOrderIter::from(entries);
     let mut checked = Checked {
         inner: &mut in_order,
@@ -129,6 +156,7 @@ where
                         };
                     }
                 }
+                // Only in thin packs, against a base `Odb` let through.
                 output::entry::Kind::DeltaOid { .. } => self.stats.deltas += 1,
                 output::entry::Kind::Base(_) => {}
             }
@@ -138,5 +166,85 @@ where
             self.stats.objects += 1;
         }
         Some(Ok(entries))
+    }
+}
+
+/// What the [`Odb`] clones of all pack threads share.
+struct Shared {
+    counting: Mutex<Meter>,
+    /// Objects a delta may name by id (empty unless the pack is thin).
+    bases: HashSet<ObjectId>,
+    /// Per pack id: offsets and ids of its objects that are in `bases`, by offset.
+    offsets: Mutex<Vec<(u32, OffsetsAndIds)>>,
+}
+
+type OffsetsAndIds = Vec<(pack::data::Offset, ObjectId)>;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The object database seen through the pack pipeline: counts look-ups and hides
+/// the ids of objects that may not be thin bases.
+#[derive(Clone)]
+struct Odb<F> {
+    inner: F,
+    shared: Arc<Shared>,
+}
+
+impl<F: Find> Find for Odb<F> {
+    fn contains(&self, id: &gix::hash::oid) -> bool {
+        self.inner.contains(id)
+    }
+
+    fn try_find<'a>(
+        &self,
+        id: &gix::hash::oid,
+        buffer: &'a mut Vec<u8>,
+    ) -> gix::Result<Option<(gix::objs::Data<'a>, Option<pack::data::entry::Location>)>> {
+        self.inner.try_find(id, buffer)
+    }
+
+    fn try_find_cached<'a>(
+        &self,
+        id: &gix::hash::oid,
+        buffer: &'a mut Vec<u8>,
+        pack_cache: &mut dyn pack::cache::DecodeEntry,
+    ) -> gix::Result<Option<(gix::objs::Data<'a>, Option<pack::data::entry::Location>)>> {
+        self.inner.try_find_cached(id, buffer, pack_cache)
+    }
+
+    fn location_by_oid(
+        &self,
+        id: &gix::hash::oid,
+        buf: &mut Vec<u8>,
+    ) -> gix::Result<Option<pack::data::entry::Location>> {
+        let location = self.inner.location_by_oid(id, buf);
+        lock(&self.shared.counting).inc();
+        location
+    }
+
+    /// gix resolves the base of a stored offset delta whose base is not sent through
+    /// this list; a base left out of it makes gix send the whole object. gix asks
+    /// once per chunk of entries, so the filtered list is built once per pack.
+    fn pack_offsets_and_oid(&self, pack_id: u32) -> gix::Result<Option<OffsetsAndIds>> {
+        let mut cache = lock(&self.shared.offsets);
+        if let Some((_, list)) = cache.iter().find(|(id, _)| *id == pack_id) {
+            return Ok(Some(list.clone()));
+        }
+        let Some(mut list) = self.inner.pack_offsets_and_oid(pack_id)? else {
+            return Ok(None);
+        };
+        list.retain(|(_, id)| self.shared.bases.contains(id));
+        list.sort_by_key(|(offset, _)| *offset);
+        cache.push((pack_id, list.clone()));
+        Ok(Some(list))
+    }
+
+    fn entry_by_location(
+        &self,
+        location: &pack::data::entry::Location,
+    ) -> Option<pack::find::Entry> {
+        self.inner.entry_by_location(location)
     }
 }

@@ -19,6 +19,7 @@ use crate::{ClientError, Result};
 /// on the repository's configuration are added by [`capabilities`]).
 const CAPABILITIES: &[&str] = &[
     "multi_ack",
+    "thin-pack",
     "side-band",
     "side-band-64k",
     "ofs-delta",

@@ -57,15 +57,19 @@ pub fn oracle(repo: &Path, input: &[u8], v2: bool) -> Vec<u8> {
     out.stdout
 }
 
-/// gitd's answer to the request line plus `input`.
+/// gitd's answer to the request line for `/repo.git` plus `input`.
 pub fn ours(port: u16, v2: bool, input: &[u8]) -> Vec<u8> {
+    ours_at(port, "/repo.git", v2, input)
+}
+
+/// gitd's answer to the request line for `path` plus `input`.
+pub fn ours_at(port: u16, path: &str, v2: bool, input: &[u8]) -> Vec<u8> {
     let mut raw = Raw::connect(port);
-    let hello: &[u8] = if v2 {
-        b"git-upload-pack /repo.git\0host=localhost\0\0version=2\0"
-    } else {
-        b"git-upload-pack /repo.git\0host=localhost\0"
-    };
-    raw.send_pkt(hello).send(input);
+    let mut hello = format!("git-upload-pack {path}\0host=localhost\0");
+    if v2 {
+        hello.push_str("\0version=2\0");
+    }
+    raw.send_pkt(hello.as_bytes()).send(input);
     let _ = raw.stream.shutdown(std::net::Shutdown::Write);
     let mut out = Vec::new();
     std::io::Read::read_to_end(&mut raw.stream, &mut out).unwrap();
