@@ -7,6 +7,7 @@
 
 pub mod filter;
 pub mod objects;
+pub mod walk;
 pub mod write;
 
 use std::io::Write;
