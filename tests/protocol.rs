@@ -7,90 +7,7 @@ use std::io::Write;
 use std::path::Path;
 use std::process::Stdio;
 
-use support::{Gitd, Raw, fixture, git, git_cmd, pkt, scratch};
-
-/// Split a response into pkt-line payloads (`"0000"` for flush, `"0001"` for delim),
-/// stopping at a raw pack or a side-band pack.
-fn lines(mut bytes: &[u8]) -> Vec<String> {
-    let mut out = Vec::new();
-    while bytes.len() >= 4 {
-        if bytes.starts_with(b"PACK") {
-            out.push("<raw pack>".into());
-            break;
-        }
-        let n = usize::from_str_radix(std::str::from_utf8(&bytes[..4]).unwrap(), 16).unwrap();
-        if n < 4 {
-            out.push(format!("{n:04}"));
-            bytes = &bytes[4..];
-            continue;
-        }
-        let data = &bytes[4..n];
-        if data.first() == Some(&1) || data.first() == Some(&2) {
-            out.push("<side-band>".into());
-            break;
-        }
-        out.push(String::from_utf8_lossy(data).into_owned());
-        bytes = &bytes[n..];
-    }
-    out
-}
-
-/// git's answer to `input` (v2 when `v2`), over a pipe like git daemon's child.
-fn oracle(repo: &Path, input: &[u8], v2: bool) -> Vec<u8> {
-    let mut cmd = git_cmd(repo);
-    cmd.arg("upload-pack");
-    if v2 {
-        cmd.env("GIT_PROTOCOL", "version=2");
-    }
-    let mut child = cmd
-        .arg(".")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let input = input.to_vec();
-    let writer = std::thread::spawn(move || {
-        let _ = stdin.write_all(&input);
-    });
-    let out = child.wait_with_output().unwrap();
-    writer.join().unwrap();
-    out.stdout
-}
-
-/// gitd's answer to the request line plus `input`.
-fn ours(port: u16, v2: bool, input: &[u8]) -> Vec<u8> {
-    let mut raw = Raw::connect(port);
-    let hello: &[u8] = if v2 {
-        b"git-upload-pack /repo.git\0host=localhost\0\0version=2\0"
-    } else {
-        b"git-upload-pack /repo.git\0host=localhost\0"
-    };
-    raw.send_pkt(hello).send(input);
-    let _ = raw.stream.shutdown(std::net::Shutdown::Write);
-    let mut out = Vec::new();
-    std::io::Read::read_to_end(&mut raw.stream, &mut out).unwrap();
-    out
-}
-
-/// Drop what legitimately differs between servers: the agent and our capability list.
-fn normalize(lines: Vec<String>) -> Vec<String> {
-    lines
-        .into_iter()
-        .map(|l| match l.find('\0') {
-            Some(nul) => l[..nul].to_string(),
-            None => l,
-        })
-        .filter(|l| {
-            !l.starts_with("agent=")
-                && !l.starts_with("ls-refs")
-                && !l.starts_with("fetch")
-                && !l.starts_with("server-option")
-                && !l.starts_with("object-info")
-        })
-        .collect()
-}
+use support::{Gitd, fixture, git, git_cmd, normalize, oracle, ours, pkt, pkt_lines, rev, scratch};
 
 fn setup(name: &str) -> (std::path::PathBuf, std::path::PathBuf, Gitd) {
     let dir = scratch(name);
@@ -107,8 +24,8 @@ fn setup(name: &str) -> (std::path::PathBuf, std::path::PathBuf, Gitd) {
 #[test]
 fn v0_ref_advertisement_matches_git() {
     let (_dir, repo, gitd) = setup("adv-v0");
-    let ours = normalize(lines(&ours(gitd.port, false, b"0000")));
-    let theirs = normalize(lines(&oracle(&repo, b"0000", false)));
+    let ours = normalize(pkt_lines(&ours(gitd.port, false, b"0000")));
+    let theirs = normalize(pkt_lines(&oracle(&repo, b"0000", false)));
     assert_eq!(ours, theirs);
     assert!(ours.iter().any(|l| l.ends_with("refs/tags/nested^{}\n")));
 }
@@ -137,8 +54,8 @@ fn v2_ls_refs_matches_git() {
             req.extend(pkt(format!("{a}\n").as_bytes()));
         }
         req.extend(b"0000");
-        let ours = normalize(lines(&ours(gitd.port, true, &req)));
-        let theirs = normalize(lines(&oracle(&repo, &req, true)));
+        let ours = normalize(pkt_lines(&ours(gitd.port, true, &req)));
+        let theirs = normalize(pkt_lines(&oracle(&repo, &req, true)));
         assert_eq!(ours, theirs, "ls-refs {args:?}");
     }
     // Unborn HEAD: reported only when asked for with both unborn and symrefs.
@@ -154,14 +71,10 @@ fn v2_ls_refs_matches_git() {
             req.extend(pkt(format!("{a}\n").as_bytes()));
         }
         req.extend(b"0000");
-        let ours = normalize(lines(&ours(gitd.port, true, &req)));
-        let theirs = normalize(lines(&oracle(&repo, &req, true)));
+        let ours = normalize(pkt_lines(&ours(gitd.port, true, &req)));
+        let theirs = normalize(pkt_lines(&oracle(&repo, &req, true)));
         assert_eq!(ours, theirs, "unborn, ls-refs {args:?}");
     }
-}
-
-fn rev(repo: &Path, spec: &str) -> String {
-    git(repo, &["rev-parse", spec]).trim().to_string()
 }
 
 #[test]
@@ -199,8 +112,8 @@ fn v0_negotiation_matches_git_for_each_ack_mode() {
             req.extend(pkt(format!("have {}\n", rev(&repo, "main~20")).as_bytes()));
             req.extend(b"0000");
             req.extend(pkt(b"done\n"));
-            let ours = normalize(lines(&ours(gitd.port, false, &req)));
-            let theirs = normalize(lines(&oracle(&repo, &req, false)));
+            let ours = normalize(pkt_lines(&ours(gitd.port, false, &req)));
+            let theirs = normalize(pkt_lines(&oracle(&repo, &req, false)));
             assert_eq!(ours, theirs, "mode {mode:?}, haves {haves:?}");
             assert_eq!(
                 ours.last().map(String::as_str),
@@ -238,8 +151,8 @@ fn v2_fetch_acknowledgments_match_git() {
             req.extend(pkt(b"done\n"));
         }
         req.extend(b"0000");
-        let ours = normalize(lines(&ours(gitd.port, true, &req)));
-        let theirs = normalize(lines(&oracle(&repo, &req, true)));
+        let ours = normalize(pkt_lines(&ours(gitd.port, true, &req)));
+        let theirs = normalize(pkt_lines(&oracle(&repo, &req, true)));
         assert_eq!(
             ours, theirs,
             "haves {haves:?} done={done} wait-for-done={wait_for_done}"
