@@ -66,13 +66,10 @@ pub fn enumerate(repo: &gix::Repository, sel: &Selection) -> Result<ObjectSet> {
     }
 
     let (commits, edges) = if sel.grafts.is_empty() && sel.extra_edges.is_empty() {
-        walk_commits(repo, tips, &hidden)?
+        walk_commits(repo, tips, &hidden, &mut seen)?
     } else {
-        walk_grafted(repo, tips, &hidden, sel)?
+        walk_grafted(repo, tips, &hidden, sel, &mut seen)?
     };
-    for commit in &commits {
-        seen.insert(*commit);
-    }
 
     // Everything in the trees of the edge commits is excluded from the walk below.
     let mut edge_seen: HashSet<ObjectId> = HashSet::default();
@@ -120,21 +117,22 @@ pub fn enumerate(repo: &gix::Repository, sel: &Selection) -> Result<ObjectSet> {
     Ok(out)
 }
 
-/// The commits to send and the edge commits (the client has them), with gix's walk:
-/// the edges are the parents we do not send, and the commits the client has.
+/// The commits to send (added to `seen`) and the edge commits (the client has them),
+/// with gix's walk: the edges are the parents we do not send, and the commits the
+/// client has.
 fn walk_commits(
     repo: &gix::Repository,
     tips: Vec<ObjectId>,
     hidden: &[ObjectId],
+    seen: &mut HashSet<ObjectId>,
 ) -> Result<(Vec<ObjectId>, Vec<ObjectId>)> {
     let mut commits = Vec::new();
     let mut parents = Vec::new();
     if !tips.is_empty() {
-        let mut sent: HashSet<ObjectId> = HashSet::default();
         let walk = repo.rev_walk(tips).with_hidden(hidden.iter().copied());
         for info in walk.all()? {
             let info = info?;
-            if sent.insert(info.id) {
+            if seen.insert(info.id) {
                 commits.push(info.id);
                 if !hidden.is_empty() {
                     parents.extend(info.parent_ids.iter().copied());
@@ -155,6 +153,7 @@ fn walk_grafted(
     tips: Vec<ObjectId>,
     hidden: &[ObjectId],
     sel: &Selection,
+    seen: &mut HashSet<ObjectId>,
 ) -> Result<(Vec<ObjectId>, Vec<ObjectId>)> {
     let grafts = sel.grafts.iter().chain(&sel.extra_edges).copied().collect();
     let mut graph = walk::Commits::new(repo, grafts);
@@ -164,14 +163,14 @@ fn walk_grafted(
         .chain(hidden.iter().chain(&sel.extra_edges).map(|id| (*id, true)))
         .collect();
     let walked = walk::limit_walk(&mut graph, &start, None)?;
-    let sent: HashSet<ObjectId> = walked.commits.iter().copied().collect();
+    seen.extend(walked.commits.iter().copied());
     let mut edges = Vec::new();
     for id in &walked.commits {
         edges.extend(
             graph
                 .parents(*id)?
                 .into_iter()
-                .filter(|p| !sent.contains(p)),
+                .filter(|p| !seen.contains(p)),
         );
     }
     edges.extend(hidden.iter().chain(&sel.extra_edges).copied());

@@ -26,7 +26,8 @@ pub enum ShallowLine {
     Unshallow(ObjectId),
 }
 
-/// As git sends it: no newline after the id.
+/// As git sends it: no newline after the id, although gitprotocol-v2 and
+/// gitprotocol-pack write the grammar with one (`shallow = "shallow" SP obj-id LF`).
 impl std::fmt::Display for ShallowLine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -87,7 +88,9 @@ pub fn validate(
 
 /// git's `expand_ref`: try `name` with each of the `ref_rev_parse_rules` and succeed
 /// only if exactly one ref exists. Hidden refs count: git does not consult
-/// `uploadpack.hideRefs` here.
+/// `uploadpack.hideRefs` here. gitprotocol-v2 calls the argument a `<rev>` ("the
+/// equivalent of rev-list --not <rev>"), but git takes only ref names: an object id
+/// or `main~3` is refused as "ambiguous", and so is a name that matches nothing.
 fn expand_ref(refs: &[AdvertisedRef], name: &BStr) -> Option<ObjectId> {
     const RULES: [(&str, &str); 6] = [
         ("", ""),
