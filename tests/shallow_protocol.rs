@@ -242,7 +242,15 @@ fn bad_shallow_requests_are_refused_like_git() {
     git(&ctx.repo, &["tag", "dup", "main~4"]);
     let main = rev(&ctx.repo, "main");
     let tree = rev(&ctx.repo, "main^{tree}");
+    // Only ref names: an object id or a revision expression names no ref.
+    let by_id = format!("deepen-not {}", rev(&ctx.repo, "main~3"));
+    let by_id_message = format!("git upload-pack: ambiguous deepen-not: {by_id}");
     for (line, message) in [
+        (&by_id[..], &by_id_message[..]),
+        (
+            "deepen-not main~3",
+            "git upload-pack: ambiguous deepen-not: deepen-not main~3",
+        ),
         (
             "deepen-not dup",
             "git upload-pack: ambiguous deepen-not: deepen-not dup",
@@ -313,6 +321,38 @@ fn bad_shallow_requests_are_refused_like_git() {
             LIMIT,
         );
         assert!(!out.status.success(), "{url}");
+    }
+}
+
+#[test]
+fn deepen_not_may_name_a_hidden_ref_like_in_git() {
+    // git resolves deepen-not without looking at uploadpack.hideRefs.
+    let ctx = setup("hidden-not");
+    git(
+        &ctx.repo,
+        &["config", "uploadpack.hideRefs", "refs/heads/side"],
+    );
+    let main = rev(&ctx.repo, "main");
+    for v2 in [false, true] {
+        let req = if v2 {
+            v2_request(&[
+                format!("want {main}"),
+                "deepen-not side".into(),
+                "done".into(),
+            ])
+        } else {
+            v0_request(
+                std::slice::from_ref(&main),
+                "side-band-64k shallow",
+                &["deepen-not side".into()],
+                &[],
+            )
+        };
+        let ours = normalize(pkt_lines(&ours(ctx.gitd.port, v2, &req)));
+        let theirs = normalize(pkt_lines(&oracle(&ctx.repo, &req, v2)));
+        assert_eq!(ours, theirs, "v2={v2}");
+        assert!(ours.iter().any(|l| l.starts_with("shallow ")), "{ours:?}");
+        assert!(!ours.iter().any(|l| l.contains("refs/heads/side")));
     }
 }
 
