@@ -188,6 +188,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         let _ = tokio::time::timeout(self.timeout, self.stream.shutdown()).await;
         Ok(())
     }
+
+    /// After an error: read and drop what the client still sends, until it closes, a
+    /// little data has come, or `limit` passes. A socket closed with unread input is
+    /// reset, and a client still writing its request (`git archive` sends arguments
+    /// right after the request line) would then die of SIGPIPE before it reads the
+    /// error.
+    pub async fn drain(&mut self, limit: Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        let mut buf = [0u8; 4096];
+        let mut total = 0;
+        while total < 64 * 1024 {
+            match tokio::time::timeout_at(deadline, self.stream.read(&mut buf)).await {
+                Ok(Ok(n)) if n > 0 => total += n,
+                _ => break,
+            }
+        }
+    }
 }
 
 fn timed_out(what: &str) -> crate::Error {

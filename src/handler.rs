@@ -42,16 +42,23 @@ impl Handler {
         let start = std::time::Instant::now();
         let mut conn = Connection::new(stream, self.config.init_timeout);
         let mut log = RequestLog::default();
+        let mut told_client = false;
         let outcome = match self.serve(&mut conn, &mut log).await {
             Ok(()) => "ok".to_string(),
             Err(err) => {
                 if let Some(client) = err.downcast_ref::<ClientError>() {
                     conn.error(&client.0);
+                    told_client = true;
                 }
                 format!("error: {err}")
             }
         };
         let _ = conn.shutdown().await;
+        // A client still sending its request would get a reset instead of our ERR
+        // line if we closed now: read (and drop) what it sends, briefly.
+        if told_client {
+            conn.drain(Duration::from_secs(1)).await;
+        }
         self.activity.served(conn.bytes_sent());
         let peer = self.peer.map_or_else(|| "-".to_string(), |p| p.to_string());
         let host = log.host.as_deref().unwrap_or("-");

@@ -7,7 +7,7 @@ mod support;
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use support::oracle::{lines, normalize, oracle, ours};
+use support::oracle::{normalize, oracle, ours, pkt_lines as lines};
 use support::{Gitd, fixture, git, git_cmd, git_output, pkt, scratch};
 
 fn rev(repo: &Path, spec: &str) -> String {

@@ -7,8 +7,7 @@ use std::io::Write;
 use std::path::Path;
 use std::process::Stdio;
 
-use support::oracle::{lines, normalize, oracle, ours};
-use support::{Gitd, fixture, git, git_cmd, pkt, scratch};
+use support::{Gitd, fixture, git, git_cmd, normalize, oracle, ours, pkt, pkt_lines, rev, scratch};
 
 fn setup(name: &str) -> (std::path::PathBuf, std::path::PathBuf, Gitd) {
     let dir = scratch(name);
@@ -25,8 +24,8 @@ fn setup(name: &str) -> (std::path::PathBuf, std::path::PathBuf, Gitd) {
 #[test]
 fn v0_ref_advertisement_matches_git() {
     let (_dir, repo, gitd) = setup("adv-v0");
-    let ours = normalize(lines(&ours(gitd.port, false, b"0000")));
-    let theirs = normalize(lines(&oracle(&repo, b"0000", false)));
+    let ours = normalize(pkt_lines(&ours(gitd.port, false, b"0000")));
+    let theirs = normalize(pkt_lines(&oracle(&repo, b"0000", false)));
     assert_eq!(ours, theirs);
     assert!(ours.iter().any(|l| l.ends_with("refs/tags/nested^{}\n")));
 }
@@ -55,8 +54,8 @@ fn v2_ls_refs_matches_git() {
             req.extend(pkt(format!("{a}\n").as_bytes()));
         }
         req.extend(b"0000");
-        let ours = normalize(lines(&ours(gitd.port, true, &req)));
-        let theirs = normalize(lines(&oracle(&repo, &req, true)));
+        let ours = normalize(pkt_lines(&ours(gitd.port, true, &req)));
+        let theirs = normalize(pkt_lines(&oracle(&repo, &req, true)));
         assert_eq!(ours, theirs, "ls-refs {args:?}");
     }
     // Unborn HEAD: reported only when asked for with both unborn and symrefs.
@@ -72,14 +71,10 @@ fn v2_ls_refs_matches_git() {
             req.extend(pkt(format!("{a}\n").as_bytes()));
         }
         req.extend(b"0000");
-        let ours = normalize(lines(&ours(gitd.port, true, &req)));
-        let theirs = normalize(lines(&oracle(&repo, &req, true)));
+        let ours = normalize(pkt_lines(&ours(gitd.port, true, &req)));
+        let theirs = normalize(pkt_lines(&oracle(&repo, &req, true)));
         assert_eq!(ours, theirs, "unborn, ls-refs {args:?}");
     }
-}
-
-fn rev(repo: &Path, spec: &str) -> String {
-    git(repo, &["rev-parse", spec]).trim().to_string()
 }
 
 #[test]
@@ -117,8 +112,8 @@ fn v0_negotiation_matches_git_for_each_ack_mode() {
             req.extend(pkt(format!("have {}\n", rev(&repo, "main~20")).as_bytes()));
             req.extend(b"0000");
             req.extend(pkt(b"done\n"));
-            let ours = normalize(lines(&ours(gitd.port, false, &req)));
-            let theirs = normalize(lines(&oracle(&repo, &req, false)));
+            let ours = normalize(pkt_lines(&ours(gitd.port, false, &req)));
+            let theirs = normalize(pkt_lines(&oracle(&repo, &req, false)));
             assert_eq!(ours, theirs, "mode {mode:?}, haves {haves:?}");
             assert_eq!(
                 ours.last().map(String::as_str),
@@ -156,8 +151,8 @@ fn v2_fetch_acknowledgments_match_git() {
             req.extend(pkt(b"done\n"));
         }
         req.extend(b"0000");
-        let ours = normalize(lines(&ours(gitd.port, true, &req)));
-        let theirs = normalize(lines(&oracle(&repo, &req, true)));
+        let ours = normalize(pkt_lines(&ours(gitd.port, true, &req)));
+        let theirs = normalize(pkt_lines(&oracle(&repo, &req, true)));
         assert_eq!(
             ours, theirs,
             "haves {haves:?} done={done} wait-for-done={wait_for_done}"

@@ -8,6 +8,7 @@
 pub mod filter;
 pub mod objects;
 pub mod progress;
+pub mod walk;
 pub mod write;
 
 use std::io::Write;

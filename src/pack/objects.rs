@@ -13,6 +13,7 @@ use gix::objs::FindExt;
 
 use super::filter::Filter;
 use super::progress::Meter;
+use super::walk;
 use crate::Result;
 
 /// The object ids to send, in the order they were found (commits first, then the
@@ -72,33 +73,24 @@ pub fn enumerate(repo: &gix::Repository, sel: &Selection, meter: &mut Meter) -> 
         }
     }
 
-    let mut commits = Vec::new();
-    let mut parents = Vec::new();
-    if !tips.is_empty() {
-        let walk = repo.rev_walk(tips).with_hidden(hidden.iter().copied());
-        for info in walk.all()? {
-            let info = info?;
-            if seen.insert(info.id) {
-                commits.push(info.id);
-                parents.extend(info.parent_ids.iter().copied());
-                meter.set(commits.len());
-            }
-        }
-    }
+    let (commits, edges) = if sel.grafts.is_empty() && sel.extra_edges.is_empty() {
+        walk_commits(repo, tips, &hidden, &mut seen, meter)?
+    } else {
+        walk_grafted(repo, tips, &hidden, sel, &mut seen)?
+    };
+    meter.set(commits.len());
 
     // Edge commits: parents we do not send, so the client has them. They and
     // everything in their trees are known to the client and excluded from the walk
     // below. (Commits we send are already in `seen`, so `insert` skips them.)
-    out.client_has_objects = !hidden.is_empty();
-    if !hidden.is_empty() {
-        for parent in parents.into_iter().chain(hidden.iter().copied()) {
-            if !seen.insert(parent) {
-                continue;
-            }
-            if let Ok(commit) = repo.find_commit(parent) {
-                let tree = commit.tree_id()?.detach();
-                walk_tree(repo, tree, &mut seen, None, &mut buf)?;
-            }
+    out.client_has_objects = !hidden.is_empty() || !sel.extra_edges.is_empty();
+    for edge in edges {
+        if !seen.insert(edge) {
+            continue;
+        }
+        if let Ok(commit) = repo.find_commit(edge) {
+            let tree = commit.tree_id()?.detach();
+            walk_tree(repo, tree, &mut seen, None, &mut buf)?;
         }
     }
 
@@ -137,6 +129,68 @@ pub fn enumerate(repo: &gix::Repository, sel: &Selection, meter: &mut Meter) -> 
     meter.set(out.ids.len());
     out.known = seen;
     Ok(out)
+}
+
+/// The commits to send (added to `seen`) and the edge commits (the client has them),
+/// with gix's walk: the edges are the parents we do not send, and the commits the
+/// client has.
+fn walk_commits(
+    repo: &gix::Repository,
+    tips: Vec<ObjectId>,
+    hidden: &[ObjectId],
+    seen: &mut HashSet<ObjectId>,
+    meter: &mut Meter,
+) -> Result<(Vec<ObjectId>, Vec<ObjectId>)> {
+    let mut commits = Vec::new();
+    let mut parents = Vec::new();
+    if !tips.is_empty() {
+        let walk = repo.rev_walk(tips).with_hidden(hidden.iter().copied());
+        for info in walk.all()? {
+            let info = info?;
+            if seen.insert(info.id) {
+                commits.push(info.id);
+                meter.set(commits.len());
+                if !hidden.is_empty() {
+                    parents.extend(info.parent_ids.iter().copied());
+                }
+            }
+        }
+    }
+    parents.extend(hidden.iter().copied());
+    Ok((commits, parents))
+}
+
+/// The same for a shallow fetch, where grafted commits have no parents on either
+/// side: on ours the boundary stops the walk, on theirs the client's shallow
+/// commits do (below them it has nothing). The unshallowed commits (`extra_edges`)
+/// are commits the client has, so edges too, like git's `--not` after the haves.
+fn walk_grafted(
+    repo: &gix::Repository,
+    tips: Vec<ObjectId>,
+    hidden: &[ObjectId],
+    sel: &Selection,
+    seen: &mut HashSet<ObjectId>,
+) -> Result<(Vec<ObjectId>, Vec<ObjectId>)> {
+    let grafts = sel.grafts.iter().chain(&sel.extra_edges).copied().collect();
+    let mut graph = walk::Commits::new(repo, grafts);
+    let start: Vec<(ObjectId, bool)> = tips
+        .into_iter()
+        .map(|id| (id, false))
+        .chain(hidden.iter().chain(&sel.extra_edges).map(|id| (*id, true)))
+        .collect();
+    let walked = walk::limit_walk(&mut graph, &start, None)?;
+    seen.extend(walked.commits.iter().copied());
+    let mut edges = Vec::new();
+    for id in &walked.commits {
+        edges.extend(
+            graph
+                .parents(*id)?
+                .into_iter()
+                .filter(|p| !seen.contains(p)),
+        );
+    }
+    edges.extend(hidden.iter().chain(&sel.extra_edges).copied());
+    Ok((walked.commits, edges))
 }
 
 /// Sort a wanted object into commit tips, tree/blob roots or tags (following tags).

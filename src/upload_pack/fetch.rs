@@ -18,7 +18,7 @@ pub struct DeepenRequest {
     /// `deepen <n>`.
     pub depth: Option<u32>,
     /// `deepen-since <timestamp>`.
-    pub since: Option<i64>,
+    pub since: Option<u64>,
     /// `deepen-not <ref>` (repeatable).
     pub not: Vec<BString>,
     /// `deepen-relative`: depth counts from the client's current shallow boundary.
@@ -56,6 +56,7 @@ pub struct FetchArgs {
 impl FetchArgs {
     /// Parse a line both versions spell the same (`shallow`, `deepen`,
     /// `deepen-since`, `deepen-not`, `filter`). False if the line is none of them.
+    /// (`deepen-relative` is a line in v2 but a capability of the first want in v0.)
     pub fn parse_shared(&mut self, line: &[u8], cfg: &UploadPackConfig) -> Result<bool> {
         let invalid = |what: &str| ClientError::boxed(format!("{what}: {}", crate::escape(line)));
         if let Some(hex) = line.strip_prefix(b"shallow ") {
@@ -64,21 +65,25 @@ impl FetchArgs {
                 self.shallows.push(id);
             }
         } else if let Some(n) = line.strip_prefix(b"deepen ") {
-            let n = std::str::from_utf8(n)
-                .ok()
-                .and_then(|n| n.parse::<u32>().ok())
+            // git: `(int)strtol(arg, &end, 0)`, refused unless positive.
+            let n = c_strtol(n)
+                .map(|(neg, n)| {
+                    let n = i64::try_from(n).unwrap_or(i64::MAX);
+                    if neg { n.saturating_neg() } else { n }
+                })
+                .map(|n| n as i32)
                 .filter(|n| *n > 0);
-            self.deepen.depth = Some(n.ok_or_else(|| invalid("Invalid deepen"))?);
+            self.deepen.depth = Some(n.ok_or_else(|| invalid("Invalid deepen"))? as u32);
         } else if let Some(ts) = line.strip_prefix(b"deepen-since ") {
-            let ts = std::str::from_utf8(ts)
-                .ok()
-                .and_then(|t| t.parse::<i64>().ok())
-                .filter(|t| *t > 0);
+            // git: `strtoumax(arg, &end, 0)`, refused only when it is -1. Its check
+            // for zero tests the pointer instead of the value, so 0 (and an empty
+            // argument) is accepted and means "no age limit".
+            let ts = c_strtol(ts)
+                .map(|(neg, n)| if neg { n.wrapping_neg() } else { n })
+                .filter(|t| *t != u64::MAX);
             self.deepen.since = Some(ts.ok_or_else(|| invalid("Invalid deepen-since"))?);
         } else if let Some(r) = line.strip_prefix(b"deepen-not ") {
             self.deepen.not.push(r.into());
-        } else if line == b"deepen-relative" {
-            self.deepen.relative = true;
         } else if let Some(spec) = line.strip_prefix(b"filter ") {
             if !cfg.allow_filter {
                 return Err(ClientError::boxed(
@@ -196,3 +201,74 @@ pub fn check_wants(
 }
 
 use gix::objs::FindExt;
+
+/// C's `strtoumax(s, &end, 0)` over a whole argument, as git parses numbers in the
+/// protocol: optional leading white space and sign, then hex (`0x`), octal (`0`)
+/// or decimal digits. Returns the sign and the magnitude (saturated at `u64::MAX`
+/// as C does on overflow), or `None` if anything follows the number. With no digits
+/// at all C consumes nothing, so only an empty argument passes (as zero).
+fn c_strtol(s: &[u8]) -> Option<(bool, u64)> {
+    let start = s.iter().position(|b| !b" \t\n\x0b\x0c\r".contains(b));
+    let Some(mut i) = start else {
+        return s.is_empty().then_some((false, 0));
+    };
+    let neg = s[i] == b'-';
+    if s[i] == b'-' || s[i] == b'+' {
+        i += 1;
+    }
+    let rest = &s[i..];
+    let (radix, digits) = match rest {
+        [b'0', b'x' | b'X', d, ..] if d.is_ascii_hexdigit() => (16, &rest[2..]),
+        [b'0', ..] => (8, rest),
+        _ => (10, rest),
+    };
+    let n = digits
+        .iter()
+        .take_while(|d| (**d as char).is_digit(radix))
+        .count();
+    if n == 0 {
+        return s.is_empty().then_some((false, 0));
+    }
+    if n != digits.len() {
+        return None;
+    }
+    let value = digits.iter().try_fold(0u64, |acc, d| {
+        acc.checked_mul(u64::from(radix))?
+            .checked_add(u64::from((*d as char).to_digit(radix)?))
+    });
+    Some((neg, value.unwrap_or(u64::MAX)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_parse_like_c() {
+        assert_eq!(c_strtol(b"12"), Some((false, 12)));
+        assert_eq!(c_strtol(b" +0x1f"), Some((false, 31)));
+        assert_eq!(c_strtol(b"010"), Some((false, 8)));
+        assert_eq!(c_strtol(b"-3"), Some((true, 3)));
+        assert_eq!(c_strtol(b""), Some((false, 0)));
+        assert_eq!(
+            c_strtol(b"99999999999999999999999"),
+            Some((false, u64::MAX))
+        );
+        for bad in [&b"1q"[..], b" ", b"0x", b"08", b"x"] {
+            assert_eq!(c_strtol(bad), None, "{bad:?}");
+        }
+        let cfg = UploadPackConfig::default();
+        let parse = |line: &str| {
+            let mut a = FetchArgs::default();
+            a.parse_shared(line.as_bytes(), &cfg).map(|_| a.deepen)
+        };
+        assert_eq!(parse("deepen 0x10").unwrap().depth, Some(16));
+        assert!(parse("deepen 0").is_err());
+        assert!(parse("deepen -1").is_err());
+        assert!(parse("deepen 4294967296").is_err()); // (int) truncation gives 0
+        assert_eq!(parse("deepen-since 0").unwrap().since, Some(0));
+        assert_eq!(parse("deepen-since -2").unwrap().since, Some(u64::MAX - 1));
+        assert!(parse("deepen-since -1").is_err());
+        assert!(parse("deepen-since 12x").is_err());
+    }
+}

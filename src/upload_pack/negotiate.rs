@@ -25,6 +25,8 @@ pub struct Negotiation {
     common: Vec<ObjectId>,
     /// Commit time of the oldest acknowledged commit: the walk cut-off.
     oldest_have: Option<i64>,
+    /// Commits seen as parentless (shallow boundaries, see [`Self::with_grafts`]).
+    grafts: HashSet<ObjectId>,
 }
 
 impl Negotiation {
@@ -43,6 +45,14 @@ impl Negotiation {
         })
     }
 
+    /// Treat `grafts` as commits without parents. In v0 git computes the shallow
+    /// boundary before the haves arrive and registers it as grafts, so the
+    /// negotiation of a shallow fetch already sees the cut history.
+    pub fn with_grafts(mut self, grafts: impl IntoIterator<Item = ObjectId>) -> Self {
+        self.grafts.extend(grafts);
+        self
+    }
+
     /// Process one `have`. True if we have the object (it is now common).
     pub fn have(&mut self, repo: &gix::Repository, id: ObjectId) -> Result<bool> {
         let Some(header) = repo.try_find_header(id)? else {
@@ -56,8 +66,10 @@ impl Negotiation {
             if self.oldest_have.is_none_or(|t| time < t) {
                 self.oldest_have = Some(time);
             }
-            self.they_have
-                .extend(commit.parent_ids().map(|p| p.detach()));
+            if !self.grafts.contains(&id) {
+                self.they_have
+                    .extend(commit.parent_ids().map(|p| p.detach()));
+            }
         }
         if !we_knew_they_have {
             self.common.push(id);
@@ -97,6 +109,9 @@ impl Negotiation {
                 return Ok(true);
             }
             if !seen.insert(id) {
+                continue;
+            }
+            if self.grafts.contains(&id) {
                 continue;
             }
             let commit = repo.find_commit(id)?;

@@ -9,7 +9,7 @@ use super::config::UploadPackConfig;
 use super::fetch::{self, FetchArgs};
 use super::negotiate::Negotiation;
 use super::refs::{self, AdvertisedRef};
-use super::shallow::{self, ShallowLine};
+use super::shallow::{self, ShallowPlan};
 use super::{blocking, parse_oid};
 use crate::connection::{Connection, Packet};
 use crate::pack::{self, PackRequest, PackStats, Sideband};
@@ -23,6 +23,10 @@ const CAPABILITIES: &[&str] = &[
     "side-band",
     "side-band-64k",
     "ofs-delta",
+    "shallow",
+    "deepen-since",
+    "deepen-not",
+    "deepen-relative",
     "no-progress",
     "include-tag",
     "multi_ack_detailed",
@@ -68,22 +72,20 @@ where
     wants.args.check_deepen()?;
     let (args, cfg2, refs2) = (wants.args.clone(), cfg.clone(), refs.clone());
     let plan = blocking(repo, move |r| {
+        shallow::validate(r, &refs2, &args)?;
         fetch::check_wants(r, &cfg2, &refs2, &args.wants, true)?;
-        shallow::plan(r, &args)
+        shallow::plan(r, &cfg2, &refs2, &args)
     })
     .await?;
     if plan.send_list {
         for line in &plan.lines {
-            match line {
-                ShallowLine::Shallow(id) => conn.text(format!("shallow {id}")),
-                ShallowLine::Unshallow(id) => conn.text(format!("unshallow {id}")),
-            }
+            conn.data(line.to_string().as_bytes());
         }
         conn.flush_pkt();
         conn.flush().await?;
     }
 
-    let Some(common) = negotiate(conn, repo, &wants).await? else {
+    let Some(common) = negotiate(conn, repo, &wants, &plan).await? else {
         return Ok(None);
     };
     // git daemon sends no progress to clients without side-band.
@@ -258,12 +260,17 @@ async fn negotiate<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Connection<S>,
     repo: &gix::ThreadSafeRepository,
     wants: &Wants,
+    plan: &ShallowPlan,
 ) -> Result<Option<Vec<ObjectId>>> {
-    let want_ids = wants.args.wants.clone();
+    // git adds the parents of unshallowed commits to its wants, and registers the
+    // boundary as grafts, before it reads the first `have`.
+    let mut want_ids = wants.args.wants.clone();
+    want_ids.extend(&plan.extra_wants);
+    let grafts = plan.grafts.clone();
     let (multi_ack, no_done) = (wants.multi_ack, wants.no_done);
     let mut state = blocking(repo, move |r| {
         Ok(Rounds {
-            neg: Negotiation::new(r, &want_ids)?,
+            neg: Negotiation::new(r, &want_ids)?.with_grafts(grafts),
             multi_ack,
             no_done,
             sent_ready: false,

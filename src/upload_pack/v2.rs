@@ -11,7 +11,7 @@ use super::config::{Unborn, UploadPackConfig};
 use super::fetch::{self, FetchArgs};
 use super::negotiate::Negotiation;
 use super::refs::{self, AdvertisedRef};
-use super::shallow::{self, ShallowLine};
+use super::shallow::{self, ShallowPlan};
 use super::{blocking, parse_oid};
 use crate::connection::{Connection, Packet};
 use crate::pack::{self, PackRequest, PackStats, Sideband};
@@ -45,7 +45,7 @@ where
     } else {
         "ls-refs"
     });
-    let mut features = vec!["wait-for-done"];
+    let mut features = vec!["shallow", "wait-for-done"];
     if cfg.allow_filter {
         features.push("filter");
     }
@@ -260,6 +260,7 @@ fn parse_fetch(args: &[Vec<u8>], cfg: &UploadPackConfig) -> Result<FetchArgs> {
             match arg.as_slice() {
                 b"done" => f.done = true,
                 b"wait-for-done" => f.wait_for_done = true,
+                b"deepen-relative" => f.deepen.relative = true,
                 b"ofs-delta" => f.ofs_delta = true,
                 b"thin-pack" => f.thin_pack = true,
                 b"no-progress" => f.no_progress = true,
@@ -279,13 +280,22 @@ fn section_line<S: AsyncRead + AsyncWrite + Unpin>(
     sideband_all: bool,
     text: &str,
 ) {
+    section_data(conn, sideband_all, format!("{text}\n").as_bytes());
+}
+
+/// A section line as it is, without the newline [`section_line`] adds (git sends
+/// its `shallow`/`unshallow` lines without one).
+fn section_data<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Connection<S>,
+    sideband_all: bool,
+    data: &[u8],
+) {
     if sideband_all {
-        let mut data = vec![Channel::Data as u8];
-        data.extend_from_slice(text.as_bytes());
-        data.push(b'\n');
-        conn.data(&data);
+        let mut band = vec![Channel::Data as u8];
+        band.extend_from_slice(data);
+        conn.data(&band);
     } else {
-        conn.text(text);
+        conn.data(data);
     }
 }
 
@@ -322,6 +332,8 @@ async fn fetch<S: AsyncRead + AsyncWrite + Unpin>(
                 args.wants.push(id);
             }
         }
+        // git checks `shallow` and `deepen-not` lines as it parses them.
+        shallow::validate(r, &refs, &args)?;
         fetch::check_wants(r, &cfg2, &refs, &args.wants, false)?;
         let mut neg = Negotiation::new(r, &args.wants)?;
         let mut acks = Vec::new();
@@ -331,7 +343,14 @@ async fn fetch<S: AsyncRead + AsyncWrite + Unpin>(
             }
         }
         let ready = neg.ok_to_give_up(r)?;
-        let plan = shallow::plan(r, &args)?;
+        // The boundary is computed only for the response that carries the pack, after
+        // the haves (so unlike v0, the negotiation sees the full history).
+        let sends_pack = args.haves.is_empty() || args.done || (!args.wait_for_done && ready);
+        let plan = if sends_pack {
+            shallow::plan(r, &cfg2, &refs, &args)?
+        } else {
+            ShallowPlan::default()
+        };
         Ok((wanted_refs, acks, neg.common().to_vec(), ready, refs, plan))
     })
     .await?;
@@ -359,13 +378,12 @@ async fn fetch<S: AsyncRead + AsyncWrite + Unpin>(
         }
         conn.delim_pkt();
     }
-    if f.deepen.requested() || !f.shallows.is_empty() {
+    // git's send_shallow_info: a section whenever a deepen was asked for or the
+    // client named shallow commits we know (an empty one if nothing changes).
+    if plan.send_list || !plan.grafts.is_empty() {
         section_line(conn, sb, "shallow-info");
         for line in &plan.lines {
-            match line {
-                ShallowLine::Shallow(id) => section_line(conn, sb, &format!("shallow {id}")),
-                ShallowLine::Unshallow(id) => section_line(conn, sb, &format!("unshallow {id}")),
-            }
+            section_data(conn, sb, line.to_string().as_bytes());
         }
         conn.delim_pkt();
     }

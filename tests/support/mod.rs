@@ -6,6 +6,9 @@
 pub mod oracle;
 pub mod systemd;
 
+#[allow(unused_imports)]
+pub use oracle::{git_bounded, normalize, oracle, oracle_output, ours, pkt_lines, wait_bounded};
+
 use std::io::{BufRead, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
@@ -194,6 +197,21 @@ pub fn fixture(dir: &Path, name: &str, commits: usize) -> PathBuf {
     }
     std::fs::write(repo.join("git-daemon-export-ok"), "").unwrap();
     repo
+}
+
+/// The id `spec` names in `repo`.
+pub fn rev(repo: &Path, spec: &str) -> String {
+    git(repo, &["rev-parse", spec]).trim().to_string()
+}
+
+/// The [`fixture`]'s commit merging `topic` into `main`, and how many commits of
+/// main are above it.
+pub fn merge_depth(repo: &Path) -> (String, usize) {
+    let merge = git(repo, &["rev-list", "--merges", "-n1", "main"])
+        .trim()
+        .to_string();
+    let above = git(repo, &["rev-list", "--count", &format!("{merge}..main")]);
+    (merge, above.trim().parse().unwrap())
 }
 
 /// Add `n` commits to `branch` of a bare repo (through a temporary clone).

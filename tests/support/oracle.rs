@@ -1,15 +1,16 @@
-//! Differential testing helpers: send the same request bytes to `git upload-pack`
-//! (the oracle) and to gitd, and split the answers into comparable lines.
+//! Talking to `git upload-pack` (the oracle) and to gitd with the same raw request
+//! bytes, and running git with a time limit.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::Path;
-use std::process::Stdio;
+use std::process::{Child, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use super::{Raw, git_cmd};
 
 /// Split a response into pkt-line payloads (`"0000"` for flush, `"0001"` for delim),
 /// stopping at a raw pack or a side-band pack.
-pub fn lines(mut bytes: &[u8]) -> Vec<String> {
+pub fn pkt_lines(mut bytes: &[u8]) -> Vec<String> {
     let mut out = Vec::new();
     while bytes.len() >= 4 {
         if bytes.starts_with(b"PACK") {
@@ -35,6 +36,11 @@ pub fn lines(mut bytes: &[u8]) -> Vec<String> {
 
 /// git's answer to `input` (v2 when `v2`), over a pipe like git daemon's child.
 pub fn oracle(repo: &Path, input: &[u8], v2: bool) -> Vec<u8> {
+    oracle_output(repo, input, v2).stdout
+}
+
+/// [`oracle`] with git's exit status and standard error.
+pub fn oracle_output(repo: &Path, input: &[u8], v2: bool) -> Output {
     let mut cmd = git_cmd(repo);
     cmd.arg("upload-pack");
     if v2 {
@@ -44,7 +50,7 @@ pub fn oracle(repo: &Path, input: &[u8], v2: bool) -> Vec<u8> {
         .arg(".")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut stdin = child.stdin.take().unwrap();
@@ -52,9 +58,9 @@ pub fn oracle(repo: &Path, input: &[u8], v2: bool) -> Vec<u8> {
     let writer = std::thread::spawn(move || {
         let _ = stdin.write_all(&input);
     });
-    let out = child.wait_with_output().unwrap();
+    let out = wait_bounded(child, Duration::from_secs(60));
     writer.join().unwrap();
-    out.stdout
+    out
 }
 
 /// gitd's answer to the request line for `/repo.git` plus `input`.
@@ -92,4 +98,54 @@ pub fn normalize(lines: Vec<String>) -> Vec<String> {
                 && !l.starts_with("object-info")
         })
         .collect()
+}
+
+/// Wait for `child` with its output, killing it after `timeout` (a hung server must
+/// fail a test, not stall it).
+pub fn wait_bounded(mut child: Child, timeout: Duration) -> Output {
+    let deadline = Instant::now() + timeout;
+    let mut stdout = child.stdout.take();
+    let mut stderr = child.stderr.take();
+    let out_reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        if let Some(s) = stdout.as_mut() {
+            let _ = s.read_to_end(&mut buf);
+        }
+        buf
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        if let Some(s) = stderr.as_mut() {
+            let _ = s.read_to_end(&mut buf);
+        }
+        buf
+    });
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("a child process did not finish within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: out_reader.join().unwrap(),
+        stderr: err_reader.join().unwrap(),
+    }
+}
+
+/// Run git with a time limit and return its output, whatever the exit status.
+pub fn git_bounded(dir: &Path, args: &[&str], timeout: Duration) -> Output {
+    let child = git_cmd(dir)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("git runs");
+    wait_bounded(child, timeout)
 }
