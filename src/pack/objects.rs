@@ -4,13 +4,15 @@
 //! gix can walk commits with hidden tips, but has no object-level exclusion, so the
 //! tree part is ours and follows git's `--objects-edge`: the trees of the *edge*
 //! commits (parents the client has of commits we send) are marked as seen first, so
-//! nothing the client already holds is walked or sent again.
+//! nothing the client already holds is walked or sent again. Under a partial clone
+//! filter the walk below the commits is [`filtered::walk`]'s.
 
 use gix::ObjectId;
 use gix::hashtable::HashSet;
 use gix::objs::FindExt;
 
 use super::filter::Filter;
+use super::filtered;
 use crate::Result;
 
 /// The object ids to send, in the order they were found (commits first, then the
@@ -66,8 +68,19 @@ pub fn enumerate(repo: &gix::Repository, sel: &Selection) -> Result<ObjectSet> {
 
     let mut commits = Vec::new();
     let mut parents = Vec::new();
+    let wanted_commits = if sel.filter.is_some() {
+        tips.clone()
+    } else {
+        Vec::new()
+    };
     if !tips.is_empty() {
-        let walk = repo.rev_walk(tips).with_hidden(hidden.iter().copied());
+        let mut walk = repo.rev_walk(tips).with_hidden(hidden.iter().copied());
+        if sel.filter.is_some() {
+            // pack-objects walks newest first; the order can matter to a filter.
+            walk = walk.sorting(gix::revision::walk::Sorting::ByCommitTime(
+                Default::default(),
+            ));
+        }
         for info in walk.all()? {
             let info = info?;
             if seen.insert(info.id) {
@@ -93,16 +106,28 @@ pub fn enumerate(repo: &gix::Repository, sel: &Selection) -> Result<ObjectSet> {
     }
 
     out.commits = commits.len();
-    out.ids.extend_from_slice(&commits);
-    for commit in &commits {
-        let tree = repo.find_commit(*commit)?.tree_id()?.detach();
-        walk_tree(repo, tree, &mut seen, Some(&mut out.ids), &mut buf)?;
-    }
-    for root in roots {
-        if repo.find_header(root)?.kind() == gix::object::Kind::Tree {
-            walk_tree(repo, root, &mut seen, Some(&mut out.ids), &mut buf)?;
-        } else if seen.insert(root) {
-            out.ids.push(root);
+    if let Some(filter) = &sel.filter {
+        filtered::walk(
+            repo,
+            filter,
+            &commits,
+            &wanted_commits,
+            &roots,
+            &mut seen,
+            &mut out.ids,
+        )?;
+    } else {
+        out.ids.extend_from_slice(&commits);
+        for commit in &commits {
+            let tree = repo.find_commit(*commit)?.tree_id()?.detach();
+            walk_tree(repo, tree, &mut seen, Some(&mut out.ids), &mut buf)?;
+        }
+        for root in roots {
+            if repo.find_header(root)?.kind() == gix::object::Kind::Tree {
+                walk_tree(repo, root, &mut seen, Some(&mut out.ids), &mut buf)?;
+            } else if seen.insert(root) {
+                out.ids.push(root);
+            }
         }
     }
 

@@ -321,7 +321,7 @@ async fn fetch<S: AsyncRead + AsyncWrite + Unpin>(
                 args.wants.push(id);
             }
         }
-        fetch::check_wants(r, &cfg2, &refs, &args.wants)?;
+        fetch::check_wants_exist(r, &args.wants)?;
         let mut neg = Negotiation::new(r, &args.wants)?;
         let mut acks = Vec::new();
         for have in &args.haves {
