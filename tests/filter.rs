@@ -249,6 +249,38 @@ fn without_allow_filter_the_client_falls_back_to_a_full_clone() {
         std::fs::remove_dir_all(ours).unwrap();
         std::fs::remove_dir_all(theirs).unwrap();
     }
+    // A client that sends a filter anyway gets git's error: v2 has no such argument,
+    // v0 did not negotiate the capability.
+    let main = git(&repo, &["rev-parse", "main"]).trim().to_string();
+    let mut v2 = pkt(b"command=fetch\n");
+    v2.extend(b"0001");
+    v2.extend(pkt(format!("want {main}\n").as_bytes()));
+    v2.extend(pkt(b"filter blob:none\n"));
+    v2.extend(b"0000");
+    let mut v0 = pkt(format!("want {main} side-band-64k filter\n").as_bytes());
+    v0.extend(pkt(b"filter blob:none\n"));
+    v0.extend(b"0000");
+    for (req, is_v2) in [(v2, true), (v0, false)] {
+        let mut raw = Raw::connect(gitd.port);
+        let hello: &[u8] = if is_v2 {
+            b"git-upload-pack /repo.git\0host=localhost\0\0version=2\0"
+        } else {
+            b"git-upload-pack /repo.git\0host=localhost\0"
+        };
+        raw.send_pkt(hello);
+        raw.read_until_flush();
+        raw.send(&req);
+        let reply = raw.read().text();
+        let mut cmd = git_cmd(&repo);
+        if is_v2 {
+            cmd.env("GIT_PROTOCOL", "version=2");
+        }
+        cmd.args(["upload-pack", "."]);
+        let theirs = bounded(cmd, &req);
+        let expected = stderr(&theirs).trim().replace("fatal: ", "ERR ");
+        assert!(expected.contains("filter"), "{expected}");
+        assert_eq!(reply, expected);
+    }
 }
 
 /// The line a clone prints for an `ERR` from the server (over file:// git's own

@@ -27,7 +27,7 @@ pub enum Filter {
 }
 
 /// Characters a sub-spec of `combine:` must percent-encode (git's `RESERVED_NON_WS`;
-/// whitespace and control characters are reserved too).
+/// whitespace, control characters and non-ASCII bytes are reserved too).
 const RESERVED: &[u8] = b"~`!@#$^&*()[]{}\\;'\",<>?";
 
 impl Filter {
@@ -124,7 +124,11 @@ fn parse_combine(arg: &[u8]) -> std::result::Result<Filter, String> {
     }
     let mut subs = Vec::with_capacity(pieces.len());
     for piece in pieces {
-        if let Some(&c) = piece.iter().find(|&&c| c <= b' ' || RESERVED.contains(&c)) {
+        // git compares a (signed) `char`, so bytes past ASCII count as reserved too.
+        if let Some(&c) = piece
+            .iter()
+            .find(|&&c| c <= b' ' || c >= 0x80 || RESERVED.contains(&c))
+        {
             return Err(format!(
                 "must escape char in sub-filter-spec: '{}'",
                 crate::escape(&[c])
@@ -271,6 +275,10 @@ mod tests {
         assert_eq!(
             err("combine:blob:none+tree:1&"),
             "must escape char in sub-filter-spec: '&'"
+        );
+        assert_eq!(
+            err("combine:tree:1\u{e9}"),
+            "must escape char in sub-filter-spec: '\\xc3'"
         );
     }
 
