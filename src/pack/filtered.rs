@@ -181,6 +181,9 @@ impl Sub {
     }
 }
 
+/// Memory for decoded trees during a filtered walk.
+const TREE_CACHE_BYTES: usize = 32 << 20;
+
 /// A step of the depth-first tree walk.
 enum Frame {
     Enter {
@@ -221,6 +224,12 @@ pub fn walk(
     seen: &mut HashSet<ObjectId>,
     out: &mut Vec<ObjectId>,
 ) -> Result<()> {
+    // Under `combine:` with `tree:<depth>` git walks every commit's whole tree again
+    // (the sub-filters keep their own seen sets); caching the decoded trees keeps
+    // that from inflating each tree once per commit.
+    let mut repo = repo.clone();
+    repo.object_cache_size_if_unset(TREE_CACHE_BYTES);
+    let repo = &repo;
     let mut w = Walk {
         repo,
         state: State::new(filter)?,
