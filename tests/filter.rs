@@ -327,6 +327,8 @@ fn uploadpackfilter_settings_refuse_filters_with_gits_messages() {
             Some("tree filter allows max depth 1, but got 2"),
         ),
         (&[("uploadpackfilter.tree.maxDepth", "1")], "tree:1", None),
+        // Subsection names are case-sensitive: "Tree" is not the tree filter.
+        (&[("uploadpackfilter.Tree.allow", "false")], "tree:0", None),
         (
             &[("uploadpackfilter.tree.maxDepth", "1")],
             "combine:blob:none+tree:5",

@@ -241,6 +241,8 @@ mod tests {
         // maxDepth after allow = false allows tree filters again; "Tree" is another name.
         assert!(up.filter_allowed("tree"));
         assert!(!up.filter_allowed("blob:limit"));
+        let cfg = read("[uploadpackfilter \"Tree\"]\n\tallow = false\n");
+        assert_eq!(cfg.allow, vec![("Tree".to_string(), false)]);
         let cfg = read("[uploadpackfilter \"tree\"]\n\tmaxDepth = 1\n\tallow = false\n");
         assert_eq!(cfg.allow, vec![("tree".to_string(), false)]);
         assert_eq!(cfg.tree_max_depth, Some(1));
