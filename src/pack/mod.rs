@@ -6,6 +6,7 @@
 //! most a few chunks are in memory per clone.
 
 pub mod filter;
+mod filtered;
 pub mod objects;
 pub mod progress;
 pub mod walk;

@@ -5,13 +5,15 @@
 //! tree part is ours and follows git's `--objects-edge`: the trees of the *edge*
 //! commits (parents the client has of commits we send) are marked as seen first, so
 //! nothing the client already holds is walked or sent again. The same seen-set then
-//! tells the pack writer which objects a thin pack's deltas may refer to.
+//! tells the pack writer which objects a thin pack's deltas may refer to. Under a
+//! partial clone filter the walk below the commits is [`filtered::walk`]'s.
 
 use gix::ObjectId;
 use gix::hashtable::HashSet;
 use gix::objs::FindExt;
 
 use super::filter::Filter;
+use super::filtered;
 use super::progress::Meter;
 use super::walk;
 use crate::Result;
@@ -73,8 +75,14 @@ pub fn enumerate(repo: &gix::Repository, sel: &Selection, meter: &mut Meter) -> 
         }
     }
 
+    let wanted_commits = if sel.filter.is_some() {
+        tips.clone()
+    } else {
+        Vec::new()
+    };
     let (commits, edges) = if sel.grafts.is_empty() && sel.extra_edges.is_empty() {
-        walk_commits(repo, tips, &hidden, &mut seen, meter)?
+        // pack-objects walks newest first; the order can matter to a filter.
+        walk_commits(repo, tips, &hidden, &mut seen, sel.filter.is_some(), meter)?
     } else {
         walk_grafted(repo, tips, &hidden, sel, &mut seen)?
     };
@@ -95,17 +103,30 @@ pub fn enumerate(repo: &gix::Repository, sel: &Selection, meter: &mut Meter) -> 
     }
 
     out.commits = commits.len();
-    out.ids.extend_from_slice(&commits);
-    for commit in &commits {
-        let tree = repo.find_commit(*commit)?.tree_id()?.detach();
-        walk_tree(repo, tree, &mut seen, Some(&mut out.ids), &mut buf)?;
+    if let Some(filter) = &sel.filter {
+        filtered::walk(
+            repo,
+            filter,
+            &commits,
+            &wanted_commits,
+            &roots,
+            &mut seen,
+            &mut out.ids,
+        )?;
         meter.set(out.ids.len());
-    }
-    for root in roots {
-        if repo.find_header(root)?.kind() == gix::object::Kind::Tree {
-            walk_tree(repo, root, &mut seen, Some(&mut out.ids), &mut buf)?;
-        } else if seen.insert(root) {
-            out.ids.push(root);
+    } else {
+        out.ids.extend_from_slice(&commits);
+        for commit in &commits {
+            let tree = repo.find_commit(*commit)?.tree_id()?.detach();
+            walk_tree(repo, tree, &mut seen, Some(&mut out.ids), &mut buf)?;
+            meter.set(out.ids.len());
+        }
+        for root in roots {
+            if repo.find_header(root)?.kind() == gix::object::Kind::Tree {
+                walk_tree(repo, root, &mut seen, Some(&mut out.ids), &mut buf)?;
+            } else if seen.insert(root) {
+                out.ids.push(root);
+            }
         }
     }
 
@@ -139,12 +160,18 @@ fn walk_commits(
     tips: Vec<ObjectId>,
     hidden: &[ObjectId],
     seen: &mut HashSet<ObjectId>,
+    newest_first: bool,
     meter: &mut Meter,
 ) -> Result<(Vec<ObjectId>, Vec<ObjectId>)> {
     let mut commits = Vec::new();
     let mut parents = Vec::new();
     if !tips.is_empty() {
-        let walk = repo.rev_walk(tips).with_hidden(hidden.iter().copied());
+        let mut walk = repo.rev_walk(tips).with_hidden(hidden.iter().copied());
+        if newest_first {
+            walk = walk.sorting(gix::revision::walk::Sorting::ByCommitTime(
+                Default::default(),
+            ));
+        }
         for info in walk.all()? {
             let info = info?;
             if seen.insert(info.id) {

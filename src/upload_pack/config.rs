@@ -67,21 +67,7 @@ impl UploadPackConfig {
                 hide_refs.push(v);
             }
         }
-        let mut filter_allow = Vec::new();
-        for section in file
-            .sections_by_name("uploadpackfilter")
-            .into_iter()
-            .flatten()
-        {
-            if let Some(sub) = section.header().subsection_name()
-                && let Some(v) = section.value("allow")
-            {
-                let on = gix::config::Boolean::try_from(AsRef::<BStr>::as_ref(&v))
-                    .map(|b| b.0)
-                    .unwrap_or(false);
-                filter_allow.push((sub.to_str_lossy().to_lowercase(), on));
-            }
-        }
+        let filters = FilterConfig::read(file);
         UploadPackConfig {
             allow: AllowUnadvertised {
                 tip: any || flag("uploadpack.allowTipSHA1InWant"),
@@ -90,11 +76,9 @@ impl UploadPackConfig {
             },
             hide_refs,
             allow_filter: flag("uploadpack.allowFilter"),
-            filter_allow_default: snapshot.boolean("uploadpackfilter.allow").unwrap_or(true),
-            filter_allow,
-            tree_filter_max_depth: snapshot
-                .integer("uploadpackfilter.tree.maxDepth")
-                .map(|d| d.max(0) as u64),
+            filter_allow_default: filters.allow_default,
+            filter_allow: filters.allow,
+            tree_filter_max_depth: filters.tree_max_depth,
             allow_ref_in_want: flag("uploadpack.allowRefInWant"),
             allow_sideband_all: flag("uploadpack.allowSidebandAll"),
             unborn: match snapshot
@@ -129,13 +113,76 @@ impl UploadPackConfig {
     }
 
     /// Whether filter `name` (e.g. `blob:none` → `blob:none`, `tree:3` → `tree`) may
-    /// be used: `uploadpackfilter.<name>.allow`, else `uploadpackfilter.allow`.
+    /// be used: the last `uploadpackfilter.<name>.allow` (or `.tree.maxDepth`, which
+    /// allows `tree`), else `uploadpackfilter.allow`.
     pub fn filter_allowed(&self, name: &str) -> bool {
         self.filter_allow
             .iter()
             .rev()
             .find(|(n, _)| n == name)
             .map_or(self.filter_allow_default, |(_, on)| *on)
+    }
+}
+
+/// The `uploadpackfilter.*` settings, read as git's `parse_object_filter_config`
+/// reads them: in config order, later settings winning, subsection names compared
+/// case-sensitively (`[uploadpackfilter "Tree"]` is not `tree`).
+struct FilterConfig {
+    allow_default: bool,
+    allow: Vec<(String, bool)>,
+    tree_max_depth: Option<u64>,
+}
+
+impl FilterConfig {
+    fn read(file: &gix::config::File) -> Self {
+        let mut cfg = FilterConfig {
+            allow_default: true,
+            allow: Vec::new(),
+            tree_max_depth: None,
+        };
+        // git dies on a value it cannot parse; gitd keeps serving, and fails closed.
+        let boolean = |v: Option<Option<BString>>| match v {
+            Some(None) => true, // `allow` without `=` means true
+            Some(Some(v)) => gix::config::Boolean::try_from(AsRef::<BStr>::as_ref(&v))
+                .map(|b| b.0)
+                .unwrap_or(false),
+            None => false,
+        };
+        for section in file
+            .sections_by_name("uploadpackfilter")
+            .into_iter()
+            .flatten()
+        {
+            let body = section.body();
+            let Some(sub) = section.header().subsection_name() else {
+                if body.contains_value_name("allow") {
+                    cfg.allow_default = boolean(body.value_implicit("allow"));
+                }
+                continue;
+            };
+            let sub = sub.to_str_lossy().into_owned();
+            // Within a section only the last `allow` and the last `maxDepth` count,
+            // and of those two whichever comes later decides whether `tree` is allowed.
+            let names: Vec<String> = body.value_names().map(|n| n.to_lowercase()).collect();
+            let last = |key: &str| names.iter().rposition(|n| n == key);
+            let (allow, depth) = (last("allow"), last("maxdepth").filter(|_| sub == "tree"));
+            if let Some(d) = depth {
+                let max = body
+                    .value("maxDepth")
+                    .and_then(|v| crate::pack::filter::parse_ulong(&v));
+                if max.is_some() {
+                    cfg.tree_max_depth = max;
+                }
+                if allow.is_none_or(|a| a < d) {
+                    cfg.allow.push((sub, max.is_some()));
+                    continue;
+                }
+            }
+            if allow.is_some() {
+                cfg.allow.push((sub, boolean(body.value_implicit("allow"))));
+            }
+        }
+        cfg
     }
 }
 
@@ -172,5 +219,32 @@ mod tests {
         cfg.filter_allow.push(("blob:none".into(), true));
         assert!(cfg.filter_allowed("blob:none"));
         assert!(!cfg.filter_allowed("tree"));
+    }
+
+    #[test]
+    fn filter_config_is_read_in_order() {
+        let read = |text: &str| FilterConfig::read(&gix::config::File::try_from(text).unwrap());
+        let cfg = read(
+            "[uploadpackfilter]\n\tallow = false\n\
+             [uploadpackfilter \"blob:none\"]\n\tallow\n\
+             [uploadpackfilter \"Tree\"]\n\tallow = true\n\
+             [uploadpackfilter \"tree\"]\n\tallow = false\n\tmaxDepth = 2k\n",
+        );
+        assert!(!cfg.allow_default);
+        assert_eq!(cfg.tree_max_depth, Some(2048));
+        let up = UploadPackConfig {
+            filter_allow_default: cfg.allow_default,
+            filter_allow: cfg.allow,
+            ..Default::default()
+        };
+        assert!(up.filter_allowed("blob:none"));
+        // maxDepth after allow = false allows tree filters again; "Tree" is another name.
+        assert!(up.filter_allowed("tree"));
+        assert!(!up.filter_allowed("blob:limit"));
+        let cfg = read("[uploadpackfilter \"Tree\"]\n\tallow = false\n");
+        assert_eq!(cfg.allow, vec![("Tree".to_string(), false)]);
+        let cfg = read("[uploadpackfilter \"tree\"]\n\tmaxDepth = 1\n\tallow = false\n");
+        assert_eq!(cfg.allow, vec![("tree".to_string(), false)]);
+        assert_eq!(cfg.tree_max_depth, Some(1));
     }
 }

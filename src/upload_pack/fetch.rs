@@ -84,12 +84,9 @@ impl FetchArgs {
             self.deepen.since = Some(ts.ok_or_else(|| invalid("Invalid deepen-since"))?);
         } else if let Some(r) = line.strip_prefix(b"deepen-not ") {
             self.deepen.not.push(r.into());
-        } else if let Some(spec) = line.strip_prefix(b"filter ") {
-            if !cfg.allow_filter {
-                return Err(ClientError::boxed(
-                    "git upload-pack: filtering capability not negotiated",
-                ));
-            }
+        } else if let Some(spec) = line.strip_prefix(b"filter ").filter(|_| cfg.allow_filter) {
+            // Without `uploadpack.allowFilter` the line is not an argument at all (v2:
+            // "unexpected line"); v0 refuses it earlier, as not negotiated.
             if self.filter.is_some() {
                 return Err(ClientError::boxed(
                     "multiple filter-specs cannot be combined",
@@ -117,29 +114,28 @@ impl FetchArgs {
     }
 }
 
-/// Check that every want may be served.
-///
-/// Protocol v0/v1 (git's `receive_needs`/`check_non_tip`): advertised tips always;
-/// hidden tips with `allowTipSHA1InWant`; anything reachable from a ref with
-/// `allowReachableSHA1InWant`; anything with `allowAnySHA1InWant`.
-///
-/// Protocol v2 (`tips_only == false`): any object we have. git's documentation of
-/// `uploadpack.hideRefs` suggests hidden tips cannot be fetched, but git 2.47's
-/// `upload_pack_v2` only checks that a wanted object exists, even for the tip of a
-/// hidden ref; we match git's behaviour.
-///
+/// v2: any object we have may be wanted, whatever the configuration (git's
+/// `parse_want` only looks the object up).
+pub fn check_wants_exist(repo: &gix::Repository, wants: &[ObjectId]) -> Result<()> {
+    match wants.iter().find(|w| !repo.has_object(w)) {
+        Some(missing) => Err(not_our_ref(missing)),
+        None => Ok(()),
+    }
+}
+
+/// v0/v1: check that every want may be served (git's `receive_needs`/`check_non_tip`):
+/// advertised tips always; hidden tips with `allowTipSHA1InWant`; with
+/// `allowReachableSHA1InWant`, commits reachable from a ref and any tree or blob (git
+/// asks `rev-list`, which ignores those); anything with `allowAnySHA1InWant`.
 /// `refs` are all refs, hidden ones included.
 pub fn check_wants(
     repo: &gix::Repository,
     cfg: &UploadPackConfig,
     refs: &[AdvertisedRef],
     wants: &[ObjectId],
-    tips_only: bool,
 ) -> Result<()> {
-    if let Some(missing) = wants.iter().find(|w| !repo.has_object(w)) {
-        return Err(not_our_ref(missing));
-    }
-    if cfg.allow.any || !tips_only {
+    check_wants_exist(repo, wants)?;
+    if cfg.allow.any {
         return Ok(());
     }
     let mut ours: HashSet<ObjectId> = HashSet::default();
@@ -163,9 +159,17 @@ pub fn check_wants(
     if !cfg.allow.reachable {
         return Err(not_our_ref(first));
     }
+    // Only commits (tags peeled) need to be reachable.
+    let non_tips: Vec<(ObjectId, ObjectId)> = non_tips
+        .iter()
+        .filter_map(|w| {
+            let obj = repo.find_object(*w).ok()?.peel_tags_to_end().ok()?;
+            (obj.kind == gix::object::Kind::Commit).then_some((*w, obj.id))
+        })
+        .collect();
     // Reachable from some ref (hidden ones count): walk from all tips.
     let tips: Vec<ObjectId> = ours.iter().chain(hidden.iter()).copied().collect();
-    let mut pending: HashSet<ObjectId> = non_tips.iter().copied().collect();
+    let mut pending: HashSet<ObjectId> = non_tips.iter().map(|(_, c)| *c).collect();
     let mut seen: HashSet<ObjectId> = HashSet::default();
     let mut buf = Vec::new();
     let mut stack: Vec<ObjectId> = Vec::new();
@@ -194,8 +198,8 @@ pub fn check_wants(
         };
         stack.extend(commit);
     }
-    match non_tips.iter().find(|w| pending.contains(*w)) {
-        Some(w) => Err(not_our_ref(w)),
+    match non_tips.iter().find(|(_, c)| pending.contains(c)) {
+        Some((w, _)) => Err(not_our_ref(w)),
         None => Ok(()),
     }
 }

@@ -73,7 +73,7 @@ where
     let (args, cfg2, refs2) = (wants.args.clone(), cfg.clone(), refs.clone());
     let plan = blocking(repo, move |r| {
         shallow::validate(r, &refs2, &args)?;
-        fetch::check_wants(r, &cfg2, &refs2, &args.wants, true)?;
+        fetch::check_wants(r, &cfg2, &refs2, &args.wants)?;
         shallow::plan(r, &cfg2, &refs2, &args)
     })
     .await?;

@@ -334,7 +334,7 @@ async fn fetch<S: AsyncRead + AsyncWrite + Unpin>(
         }
         // git checks `shallow` and `deepen-not` lines as it parses them.
         shallow::validate(r, &refs, &args)?;
-        fetch::check_wants(r, &cfg2, &refs, &args.wants, false)?;
+        fetch::check_wants_exist(r, &args.wants)?;
         let mut neg = Negotiation::new(r, &args.wants)?;
         let mut acks = Vec::new();
         for have in &args.haves {
