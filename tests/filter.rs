@@ -232,6 +232,40 @@ fn fetch_into_a_partial_clone_receives_what_git_sends() {
 }
 
 #[test]
+fn shallow_partial_clones_receive_what_git_sends() {
+    let (dir, repo, gitd) = setup("filter-shallow");
+    let shallow = |r: &Path| {
+        let mut l: Vec<String> = std::fs::read_to_string(r.join("shallow"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        l.sort();
+        l
+    };
+    for v in ["0", "2"] {
+        for opts in [
+            &["--depth=3", "--filter=blob:none"][..],
+            &["--depth=1", "--filter=tree:0"],
+            &["--depth=2", "--filter=blob:limit=1k"],
+        ] {
+            let tag = format!("{}-v{v}", opts.join("").replace([':', '=', '-'], "_"));
+            let (ours, out) = clone(&dir, &gitd.url("/repo.git"), v, opts, &tag);
+            assert!(out.status.success(), "{opts:?} v{v}: {}", stderr(&out));
+            let (theirs, out) = clone(&dir, &file_url(&repo), v, opts, &format!("{tag}.git"));
+            assert!(
+                out.status.success(),
+                "oracle {opts:?} v{v}: {}",
+                stderr(&out)
+            );
+            assert_eq!(objects(&ours), objects(&theirs), "{opts:?} v{v}");
+            assert_eq!(shallow(&ours), shallow(&theirs), "{opts:?} v{v}");
+            assert!(!shallow(&ours).is_empty(), "{opts:?} v{v}: a shallow clone");
+        }
+    }
+}
+
+#[test]
 fn without_allow_filter_the_client_falls_back_to_a_full_clone() {
     let (dir, repo, gitd) = setup("filter-off");
     git(&repo, &["config", "--unset", "uploadpack.allowFilter"]);
