@@ -382,3 +382,39 @@ fn sha256_repositories_are_refused_with_the_reason() {
         );
     }
 }
+
+#[test]
+fn server_options_are_accepted_in_v2() {
+    let dir = scratch("server-option");
+    let repo = fixture(&dir, "repo.git", 5);
+    let gitd = Gitd::start(&dir, &[&format!("--base-path={}", dir.display())]);
+    let out = git(
+        &dir,
+        &[
+            "-c",
+            "protocol.version=2",
+            "ls-remote",
+            "-o",
+            "trace=1",
+            "-o",
+            "x",
+            &gitd.url("/repo.git"),
+        ],
+    );
+    assert!(out.contains(&rev(&repo, "main")));
+    let dest = dir.join("c.git");
+    git(
+        &dir,
+        &[
+            "-c",
+            "protocol.version=2",
+            "clone",
+            "-q",
+            "--bare",
+            "--server-option=anything",
+            &gitd.url("/repo.git"),
+            dest.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(rev(&dest, "main"), rev(&repo, "main"));
+}
