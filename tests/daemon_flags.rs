@@ -476,3 +476,46 @@ fn invalid_flags_exit_with_status_2() {
         assert!(!out.stderr.is_empty(), "{args:?} explains itself");
     }
 }
+
+#[test]
+fn repositories_owned_by_another_user_are_served() {
+    // SAFETY: getuid has no preconditions.
+    if unsafe { libc::getuid() } != 0 {
+        eprintln!("skipping: needs root to give a repository away");
+        return;
+    }
+    let dir = scratch("other-owner");
+    let repo = fixture(&dir, "theirs.git", 5);
+    let status = Command::new("chown")
+        .args(["-R", "65534:65534", repo.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // git itself refuses such a repository unless safe.directory allows it ...
+    let local = git_output(&dir, &["ls-remote", repo.to_str().unwrap()]);
+    assert!(
+        !local.status.success(),
+        "git's ownership check applies locally"
+    );
+    // ... gitd only reads it, and serves it.
+    let gitd = Gitd::start(&dir, &[&format!("--base-path={}", dir.display())]);
+    let dest = dir.join("clone.git");
+    git(
+        &dir,
+        &[
+            "clone",
+            "-q",
+            "--mirror",
+            &gitd.url("/theirs.git"),
+            dest.to_str().unwrap(),
+        ],
+    );
+    let refs = |r: &Path| {
+        git_cmd(r)
+            .args(["-c", "safe.directory=*", "for-each-ref"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap()
+    };
+    assert_eq!(refs(&dest), refs(&repo));
+}
