@@ -44,6 +44,11 @@ pub struct ServeArgs {
     #[arg(long)]
     pub strict_paths: bool,
 
+    /// Serve repositories that symbolic links under --base-path lead to even when
+    /// they are outside it (git daemon does; gitd refuses by default).
+    #[arg(long)]
+    pub allow_symlinks_outside_base: bool,
+
     /// Tell clients why a request was refused instead of a generic message.
     #[arg(long)]
     pub informative_errors: bool,
@@ -56,10 +61,10 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 9418)]
     pub port: u16,
 
-    /// Exit after this many seconds without connections (0: never). Default: 60
-    /// when socket-activated, never when standalone.
-    #[arg(long, value_name = "SECONDS")]
-    pub idle_timeout: Option<u64>,
+    /// Exit after this many seconds without connections (0: never; fractions
+    /// allowed). Default: 60 when socket-activated, never when standalone.
+    #[arg(long, value_name = "SECONDS", value_parser = non_negative_seconds)]
+    pub idle_timeout: Option<f64>,
 
     /// Refuse connections past this many at once (0: unlimited).
     #[arg(long, value_name = "N", default_value_t = 32)]
@@ -172,8 +177,8 @@ pub struct InstallArgs {
     pub listen: Option<String>,
 
     /// Idle timeout written into git.service, in seconds.
-    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
-    pub idle_timeout: u64,
+    #[arg(long, value_name = "SECONDS", default_value_t = 60.0, value_parser = non_negative_seconds)]
+    pub idle_timeout: f64,
 
     /// Also enable and start git.socket right away.
     #[arg(long)]
@@ -193,4 +198,12 @@ fn service_name(name: &str) -> Result<String, String> {
     crate::request::Service::from_name(name)
         .map(|_| name.to_string())
         .ok_or_else(|| format!("No such service {name}"))
+}
+
+/// A number of seconds, possibly fractional, not negative.
+fn non_negative_seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 && v < 1e9 => Ok(v),
+        _ => Err(format!("'{s}' is not a number of seconds")),
+    }
 }

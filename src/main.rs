@@ -43,6 +43,7 @@ fn serve(args: ServeArgs, matches: &ArgMatches) -> ExitCode {
         _ => LogDestination::Stderr,
     };
     logging::init(args.verbose, destination);
+    raise_fd_limit();
     if let Some(pid_file) = &args.pid_file
         && let Err(e) = std::fs::write(pid_file, format!("{}\n", std::process::id()))
     {
@@ -50,8 +51,8 @@ fn serve(args: ServeArgs, matches: &ArgMatches) -> ExitCode {
         return ExitCode::FAILURE;
     }
     let idle_timeout = |activated: bool| match args.idle_timeout {
-        Some(0) => None,
-        Some(s) => Some(Duration::from_secs(s)),
+        Some(s) if s <= 0.0 => None,
+        Some(s) => Some(Duration::from_secs_f64(s)),
         None if activated => Some(Duration::from_secs(60)),
         None => None,
     };
@@ -67,6 +68,7 @@ fn serve(args: ServeArgs, matches: &ArgMatches) -> ExitCode {
             user_path: args.user_path.clone(),
             services: services(matches),
             access_hook: args.access_hook.clone(),
+            symlinks_outside_base: args.allow_symlinks_outside_base,
         },
         max_connections: args.max_connections,
         init_timeout: Duration::from_secs(args.init_timeout),
@@ -152,4 +154,22 @@ fn services(matches: &ArgMatches) -> Services {
         }
     }
     services
+}
+
+/// Every connection is a file descriptor: lift the soft limit (often 1024) to the
+/// hard one, as servers do, so --max-connections is the limit rather than EMFILE.
+fn raise_fd_limit() {
+    // SAFETY: getrlimit/setrlimit on a local struct.
+    unsafe {
+        let mut lim: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                tracing::debug!(
+                    "cannot raise the open file limit: {}",
+                    std::io::Error::last_os_error()
+                );
+            }
+        }
+    }
 }

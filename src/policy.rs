@@ -56,6 +56,9 @@ pub struct Policy {
     pub services: Services,
     /// `--access-hook`.
     pub access_hook: Option<String>,
+    /// `--allow-symlinks-outside-base`: serve repositories that symbolic links under
+    /// the base path lead to, wherever they are (git daemon's behaviour).
+    pub symlinks_outside_base: bool,
 }
 
 /// A repository that may be served.
@@ -98,7 +101,10 @@ impl Policy {
                 Some(base) => {
                     let mut joined = base.as_os_str().to_owned();
                     joined.push(requested_path.as_os_str());
+                    // A symbolic link under the base path must not lead to a
+                    // repository elsewhere (unlike git daemon, unless allowed).
                     enter_repo(Path::new(&joined), self.strict_paths)
+                        .filter(|r| self.symlinks_outside_base || inside(base, &r.git_dir))
                 }
                 None => enter_repo(requested_path, self.strict_paths),
             }
@@ -285,6 +291,14 @@ pub async fn run_access_hook(
     } else {
         line.to_string()
     })
+}
+
+/// Is `dir`, with every symbolic link resolved, inside `base`?
+fn inside(base: &Path, dir: &Path) -> bool {
+    match (base.canonicalize(), dir.canonicalize()) {
+        (Ok(base), Ok(dir)) => dir.starts_with(base),
+        _ => false,
+    }
 }
 
 /// `daemon.c: daemon_avoid_alias`: true for paths that must be refused.

@@ -66,7 +66,7 @@ pub async fn run(
         info!("listening on {}", l.local_addr()?);
     }
     match config.idle_timeout {
-        Some(t) => info!("idle exit after {}s without connections", t.as_secs()),
+        Some(t) => info!("idle exit after {}s without connections", t.as_secs_f64()),
         None => info!("idle exit disabled"),
     }
     let config = Arc::new(config);

@@ -30,7 +30,12 @@ fn free_port() -> u16 {
 /// `git clone --mirror` (so every ref must match the served repo's exactly), then
 /// `git fsck --full`; returns the clone's refs or what went wrong.
 fn mirror_and_check(dir: &Path, url: &str, name: &str) -> Result<Vec<String>, String> {
-    let out = support::git_output(dir, &["clone", "-q", "--mirror", url, name]);
+    // Bounded: a unit that cannot start leaves the connection waiting in the backlog.
+    let out = support::git_bounded(
+        dir,
+        &["clone", "-q", "--mirror", url, name],
+        Duration::from_secs(120),
+    );
     if !out.status.success() {
         return Err(format!(
             "git clone {url} failed: {}",
