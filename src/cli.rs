@@ -203,7 +203,7 @@ fn service_name(name: &str) -> Result<String, String> {
 /// A number of seconds, possibly fractional, not negative.
 fn non_negative_seconds(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
-        Ok(v) if v.is_finite() && v >= 0.0 && v < 1e9 => Ok(v),
+        Ok(v) if (0.0..1e9).contains(&v) => Ok(v),
         _ => Err(format!("'{s}' is not a number of seconds")),
     }
 }

@@ -403,3 +403,86 @@ fn systemd_analyze_verify_accepts_installed_units() {
         "systemd-analyze verify accepted Type=notfiy, so it cannot vouch for the real units:\n{text}"
     );
 }
+
+/// The idle-exit race at scale: a client connects at random moments around the idle
+/// timeout, a few hundred times. Some connections land while gitd is exiting; they
+/// must wait in the socket's backlog for the next instance, never be refused or
+/// reset, and systemd's start and trigger limits must not trip.
+#[test]
+fn connections_around_the_idle_timeout_are_never_lost() {
+    const TEST: &str = "connections_around_the_idle_timeout_are_never_lost";
+    let Some(sd) = UserManager::start_or_skip(TEST) else {
+        return;
+    };
+    let gitd_log = sd.state.join("gitd.log");
+    let units = ["git.socket", "git.service"];
+    let fail =
+        |what: String| -> ! { panic!("{what}{}", sd.diagnose(&units, &[gitd_log.as_path()])) };
+    let base = sd.home.join("git");
+    std::fs::create_dir_all(&base).unwrap();
+    let served = support::fixture(&base, "repo.git", 10);
+    let main = support::git(&served, &["rev-parse", "main"])
+        .trim()
+        .to_string();
+    sd.log_to("git.service", &gitd_log);
+    let port = free_port();
+    let out = run_bounded(
+        sd.command(support::GITD).args([
+            "install",
+            "--user",
+            "--now",
+            &format!("--port={port}"),
+            "--listen=127.0.0.1",
+            "--idle-timeout=0.3",
+        ]),
+        Duration::from_secs(60),
+    )
+    .unwrap();
+    if !out.status.success() {
+        fail(format!(
+            "install failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let work = support::scratch("systemd-race");
+    let url = format!("git://127.0.0.1:{port}/repo.git");
+    let mut invocations = std::collections::HashSet::new();
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    for i in 0..250 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        // 0 to 600 ms: before, around and after the 300 ms idle timeout.
+        std::thread::sleep(Duration::from_millis(x % 600));
+        if i % 25 == 0 {
+            let name = format!("c{i}.git");
+            if let Err(e) = mirror_and_check(&work, &url, &name) {
+                fail(format!("clone {i}: {e}"));
+            }
+        } else {
+            let out = support::git_bounded(
+                &work,
+                &["ls-remote", &url, "refs/heads/main"],
+                Duration::from_secs(60),
+            );
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            if !out.status.success() || !stdout.contains(&main) {
+                fail(format!(
+                    "connection {i} failed: {}{stdout}",
+                    String::from_utf8_lossy(&out.stderr)
+                ));
+            }
+        }
+        invocations.insert(sd.show("git.service", "InvocationID"));
+    }
+    let socket = sd.show("git.socket", "ActiveState");
+    if socket != "active" {
+        fail(format!("git.socket is {socket} after the run"));
+    }
+    if invocations.len() < 20 {
+        fail(format!(
+            "only {} gitd instances ran: the idle exit was hardly exercised",
+            invocations.len()
+        ));
+    }
+}
