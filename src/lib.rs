@@ -12,6 +12,8 @@
 pub mod activation;
 pub mod cli;
 pub mod connection;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod handler;
 pub mod hostinfo;
 pub mod install;

@@ -43,7 +43,7 @@ enum MultiAck {
 
 /// What the client asked for in its `want` section.
 #[derive(Debug, Default)]
-struct Wants {
+pub(crate) struct Wants {
     args: FetchArgs,
     multi_ack: MultiAck,
     no_done: bool,
@@ -177,7 +177,7 @@ fn advertise<S: AsyncRead + AsyncWrite + Unpin>(
 
 /// Read the want section up to the flush. `None` if the client wants nothing (a
 /// flush right away, or it hung up after the advertisement, as `git ls-remote` does).
-async fn read_wants<S: AsyncRead + AsyncWrite + Unpin>(
+pub(crate) async fn read_wants<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Connection<S>,
     cfg: &UploadPackConfig,
 ) -> Result<Option<Wants>> {
@@ -249,9 +249,40 @@ struct Rounds {
     last_hex: Option<ObjectId>,
 }
 
-enum RoundEnd {
+pub(crate) enum RoundEnd {
     Flush,
     Done,
+}
+
+/// Read one round of `have` lines, up to a flush or `done`. `None` if the client
+/// hung up (it gave up negotiating).
+pub(crate) async fn read_round<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Connection<S>,
+) -> Result<Option<(Vec<ObjectId>, RoundEnd)>> {
+    let mut haves = Vec::new();
+    loop {
+        let Some(packet) = conn.read_packet().await? else {
+            return Ok(None);
+        };
+        match packet.text() {
+            None if packet == Packet::Flush => return Ok(Some((haves, RoundEnd::Flush))),
+            Some(b"done") => return Ok(Some((haves, RoundEnd::Done))),
+            Some(line) => match line.strip_prefix(b"have ") {
+                Some(hex) => haves.push(parse_oid(hex, line)?),
+                None => {
+                    return Err(ClientError::boxed(format!(
+                        "git upload-pack: expected SHA1 list, got '{}'",
+                        crate::escape(line)
+                    )));
+                }
+            },
+            None => {
+                return Err(ClientError::boxed(
+                    "git upload-pack: protocol error, unexpected special packet",
+                ));
+            }
+        }
+    }
 }
 
 /// Run have/ACK rounds until `done` (or `no-done` readiness). Returns the common
@@ -279,29 +310,8 @@ async fn negotiate<S: AsyncRead + AsyncWrite + Unpin>(
     })
     .await?;
     loop {
-        let mut haves = Vec::new();
-        let end = loop {
-            let Some(packet) = conn.read_packet().await? else {
-                return Ok(None);
-            };
-            match packet.text() {
-                None if packet == Packet::Flush => break RoundEnd::Flush,
-                Some(b"done") => break RoundEnd::Done,
-                Some(line) => match line.strip_prefix(b"have ") {
-                    Some(hex) => haves.push(parse_oid(hex, line)?),
-                    None => {
-                        return Err(ClientError::boxed(format!(
-                            "git upload-pack: expected SHA1 list, got '{}'",
-                            crate::escape(line)
-                        )));
-                    }
-                },
-                None => {
-                    return Err(ClientError::boxed(
-                        "git upload-pack: protocol error, unexpected special packet",
-                    ));
-                }
-            }
+        let Some((haves, end)) = read_round(conn).await? else {
+            return Ok(None);
         };
         let (returned, replies, finished) = blocking(repo, move |r| {
             let mut replies = Vec::new();

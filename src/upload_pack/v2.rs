@@ -25,9 +25,9 @@ const COMMANDS: [&[u8]; 3] = [b"ls-refs", b"fetch", b"object-info"];
 
 /// One v2 request: `command=<name>`, capability lines, and arguments.
 #[derive(Debug, Default)]
-struct Command {
-    name: Vec<u8>,
-    args: Vec<Vec<u8>>,
+pub(crate) struct Command {
+    pub(crate) name: Vec<u8>,
+    pub(crate) args: Vec<Vec<u8>>,
 }
 
 pub async fn serve<S>(
@@ -85,7 +85,7 @@ where
 
 /// Read the next request; `None` when the client is done (end of stream, or a flush
 /// with no command: git's way to end the session).
-async fn read_command<S: AsyncRead + AsyncWrite + Unpin>(
+pub(crate) async fn read_command<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Connection<S>,
 ) -> Result<Option<Command>> {
     let mut cmd = Command::default();
@@ -155,6 +155,36 @@ fn unexpected(line: &[u8]) -> crate::Error {
     ClientError::boxed(format!("unexpected line: '{}'", crate::escape(line)))
 }
 
+/// The arguments of an `ls-refs` command.
+#[derive(Debug, Default)]
+pub(crate) struct LsRefsArgs {
+    symrefs: bool,
+    peel: bool,
+    unborn: bool,
+    prefixes: Vec<Vec<u8>>,
+}
+
+impl LsRefsArgs {
+    pub(crate) fn parse(args: &[Vec<u8>], cfg: &UploadPackConfig) -> Result<Self> {
+        let mut a = LsRefsArgs::default();
+        for arg in args {
+            match arg.as_slice() {
+                b"symrefs" => a.symrefs = true,
+                b"peel" => a.peel = true,
+                b"unborn" => a.unborn = cfg.unborn != Unborn::Ignore,
+                other => match other.strip_prefix(b"ref-prefix ") {
+                    Some(p) => a.prefixes.push(p.to_vec()),
+                    None => return Err(unexpected(other)),
+                },
+            }
+        }
+        if a.prefixes.len() > TOO_MANY_PREFIXES {
+            a.prefixes.clear();
+        }
+        Ok(a)
+    }
+}
+
 /// `ls-refs`: the refs, filtered by prefix, with symref targets and peeled tags on
 /// request. Hidden refs are left out.
 async fn ls_refs<S: AsyncRead + AsyncWrite + Unpin>(
@@ -163,21 +193,12 @@ async fn ls_refs<S: AsyncRead + AsyncWrite + Unpin>(
     cfg: &UploadPackConfig,
     args: &[Vec<u8>],
 ) -> Result<()> {
-    let (mut symrefs, mut peel, mut unborn, mut prefixes) = (false, false, false, Vec::new());
-    for arg in args {
-        match arg.as_slice() {
-            b"symrefs" => symrefs = true,
-            b"peel" => peel = true,
-            b"unborn" => unborn = cfg.unborn != Unborn::Ignore,
-            a => match a.strip_prefix(b"ref-prefix ") {
-                Some(p) => prefixes.push(p.to_vec()),
-                None => return Err(unexpected(a)),
-            },
-        }
-    }
-    if prefixes.len() > TOO_MANY_PREFIXES {
-        prefixes.clear();
-    }
+    let LsRefsArgs {
+        symrefs,
+        peel,
+        unborn,
+        prefixes,
+    } = LsRefsArgs::parse(args, cfg)?;
     let refs = blocking(repo, refs::collect).await?;
     for r in refs.iter().filter(|r| !cfg.is_hidden(r.name.as_ref())) {
         if !prefixes.is_empty() && !prefixes.iter().any(|p| r.name.starts_with(p)) {
@@ -234,7 +255,7 @@ async fn object_info<S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 /// Parse the arguments of a `fetch` command.
-fn parse_fetch(args: &[Vec<u8>], cfg: &UploadPackConfig) -> Result<FetchArgs> {
+pub(crate) fn parse_fetch(args: &[Vec<u8>], cfg: &UploadPackConfig) -> Result<FetchArgs> {
     let mut f = FetchArgs::default();
     for arg in args {
         if let Some(hex) = arg.strip_prefix(b"want ") {
