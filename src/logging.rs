@@ -3,20 +3,24 @@
 
 use std::io::IsTerminal;
 
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::Targets;
 
 use crate::cli::LogDestination;
 use tracing_subscriber::prelude::*;
 
 /// Install the global subscriber. `verbose` lowers the default level to debug;
-/// `GITD_LOG` (an `EnvFilter` directive) overrides both. `syslog` goes to the
+/// `GITD_LOG` (`level` or `target=level,…` directives) overrides both. The simple
+/// `Targets` filter, not the regex-based `EnvFilter`, keeps an idle gitd small. `syslog` goes to the
 /// journal (which is the system log on systemd hosts), falling back to stderr.
 pub fn init(verbose: bool, destination: LogDestination) {
     if destination == LogDestination::None {
         return;
     }
     let default = if verbose { "debug" } else { "info" };
-    let filter = EnvFilter::try_from_env("GITD_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let filter: Targets = std::env::var("GITD_LOG")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| default.parse().expect("a valid level"));
     let journal =
         destination == LogDestination::Syslog || std::env::var_os("JOURNAL_STREAM").is_some();
     if journal && let Ok(journald) = tracing_journald::layer() {
