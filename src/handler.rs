@@ -66,16 +66,17 @@ impl Handler {
         let service = log.service.unwrap_or("-");
         let version = log.version.map_or(-1, |v| v as i32);
         let objects = log.pack.map_or(0, |p| p.objects);
+        let pack_reused = log.pack.map_or(0, |p| p.pack_reused);
         let (bytes, ms) = (conn.bytes_sent(), start.elapsed().as_millis());
         if outcome == "ok" {
             info!(
                 peer,
-                host, path, service, version, bytes, objects, ms, outcome, "request"
+                host, path, service, version, bytes, objects, pack_reused, ms, outcome, "request"
             );
         } else {
             warn!(
                 peer,
-                host, path, service, version, bytes, objects, ms, outcome, "request"
+                host, path, service, version, bytes, objects, pack_reused, ms, outcome, "request"
             );
         }
     }

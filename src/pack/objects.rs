@@ -237,7 +237,7 @@ fn peel_want(
 
 /// Follow a chain of tag objects starting at `id`, adding each tag to `tags`.
 /// Returns the first object that is not a tag.
-fn peel_tag_chain(
+pub(crate) fn peel_tag_chain(
     repo: &gix::Repository,
     mut id: ObjectId,
     tags: &mut Vec<ObjectId>,

@@ -21,7 +21,9 @@ use gix::odb::pack::{self, Find};
 use gix::parallel::InOrderIter;
 use gix::prelude::Finalize;
 
+use super::packs::{self, Packs};
 use super::progress::Meter;
+use super::reach::Closure;
 use crate::{ClientError, Result};
 
 /// What went into a pack, for the `Total …` progress line and the request log.
@@ -31,34 +33,33 @@ pub struct PackStats {
     pub deltas: usize,
     pub reused: usize,
     pub bytes: u64,
+    /// Objects sent as part of a whole stored pack, streamed as it is.
+    pub pack_reused: usize,
 }
 
-/// Write a version 2 pack of `ids` to `out`.
+/// Write a version 2 pack of the objects of `counts` to `out`.
 ///
-/// `thin_bases`: for a thin pack, the objects a delta may name as its base although
-/// they are not in the pack (the client has them; objects of the pack may be in the
-/// set too). `ofs_delta`: the client understands offset deltas; without it, deltas
-/// refer to their base by id. `counting` advances as objects are located. A missing
-/// object aborts the pack with an error *before* the trailer, so the client never
-/// receives a pack that looks complete but is not.
+/// `counts`: entries of our own `packs` come located (with their sizes), so gix only
+/// copies them; gix looks up the others. `thin_bases`: for a thin pack, the objects
+/// a delta may name as its base although they are not in the pack (the client has
+/// them; objects of the pack may be in the set too). `ofs_delta`: the client
+/// understands offset deltas; without it, deltas refer to their base by id.
+/// `counting` advances as gix locates objects. A missing object aborts the pack with
+/// an error *before* the trailer, so the client never receives a pack that looks
+/// complete but is not.
+#[allow(clippy::too_many_arguments)]
 pub fn write_pack(
     repo: &gix::ThreadSafeRepository,
-    ids: Vec<ObjectId>,
-    thin_bases: Option<HashSet<ObjectId>>,
+    packs: Arc<Packs>,
+    counts: Vec<output::Count>,
+    thin_bases: Option<Known>,
     ofs_delta: bool,
     threads: usize,
     counting: Meter,
     out: &mut dyn Write,
 ) -> Result<PackStats> {
     let compression = repo.to_thread_local().pack_compression()?;
-    let num_entries = u32::try_from(ids.len()).map_err(|_| "too many objects for one pack")?;
-    let counts: Vec<output::Count> = ids
-        .into_iter()
-        .map(|id| output::Count {
-            id,
-            entry_pack_location: output::count::PackLocation::NotLookedUp,
-        })
-        .collect();
+    let num_entries = u32::try_from(counts.len()).map_err(|_| "too many objects for one pack")?;
 
     // The pack pipeline needs a Send + Clone handle whose pack ids stay valid for the
     // whole run, even if `git gc` replaces packs meanwhile.
@@ -68,7 +69,8 @@ pub fn write_pack(
     let thin = thin_bases.is_some();
     let shared = Arc::new(Shared {
         counting: Mutex::new(counting),
-        bases: thin_bases.unwrap_or_default(),
+        bases: thin_bases.unwrap_or(Known::Ids(HashSet::default())),
+        packs,
         offsets: Mutex::default(),
     });
     let db = Odb {
@@ -169,11 +171,45 @@ where
     }
 }
 
+/// Objects the client has, which deltas of a thin pack may name as their base.
+pub enum Known {
+    /// As ids (the commit walk's seen-set).
+    Ids(HashSet<ObjectId>),
+    /// What the client's commits reach, with the bitmap of our pack `pack`.
+    Bitmap { pack: usize, client: Closure },
+}
+
+impl Known {
+    fn contains(&self, packs: &Packs, id: &gix::hash::oid) -> bool {
+        match self {
+            Known::Ids(ids) => ids.contains(id),
+            Known::Bitmap { pack, client } => client.has(id, packs.packs[*pack].position(id)),
+        }
+    }
+
+    /// Offsets and ids of the known objects in our pack number `n`.
+    fn in_pack(&self, packs: &Packs, n: usize) -> OffsetsAndIds {
+        let pack = &packs.packs[n];
+        let at = |pos: u32| {
+            let id = pack.index.oid_at_index(pack.index_at(pos)).to_owned();
+            (pack.entry_at(pos).0, id)
+        };
+        match self {
+            Known::Bitmap { pack: p, client } if *p == n => client.bits.ones().map(at).collect(),
+            _ => (0..pack.num_objects())
+                .map(at)
+                .filter(|(_, id)| self.contains(packs, id))
+                .collect(),
+        }
+    }
+}
+
 /// What the [`Odb`] clones of all pack threads share.
 struct Shared {
     counting: Mutex<Meter>,
-    /// Objects a delta may name by id (empty unless the pack is thin).
-    bases: HashSet<ObjectId>,
+    /// Objects a delta may name by id (none unless the pack is thin).
+    bases: Known,
+    packs: Arc<Packs>,
     /// Per pack id: offsets and ids of its objects that are in `bases`, by offset.
     offsets: Mutex<Vec<(u32, OffsetsAndIds)>>,
 }
@@ -232,10 +268,17 @@ impl<F: Find> Find for Odb<F> {
         if let Some((_, list)) = cache.iter().find(|(id, _)| *id == pack_id) {
             return Ok(Some(list.clone()));
         }
-        let Some(mut list) = self.inner.pack_offsets_and_oid(pack_id)? else {
-            return Ok(None);
+        let (bases, packs) = (&self.shared.bases, &self.shared.packs);
+        let mut list = match packs::pack_number(pack_id) {
+            Some(n) => bases.in_pack(packs, n),
+            None => {
+                let Some(mut list) = self.inner.pack_offsets_and_oid(pack_id)? else {
+                    return Ok(None);
+                };
+                list.retain(|(_, id)| bases.contains(packs, id));
+                list
+            }
         };
-        list.retain(|(_, id)| self.shared.bases.contains(id));
         list.sort_by_key(|(offset, _)| *offset);
         cache.push((pack_id, list.clone()));
         Ok(Some(list))
@@ -245,6 +288,9 @@ impl<F: Find> Find for Odb<F> {
         &self,
         location: &pack::data::entry::Location,
     ) -> Option<pack::find::Entry> {
-        self.inner.entry_by_location(location)
+        match packs::pack_number(location.pack_id) {
+            Some(_) => self.shared.packs.entry(location),
+            None => self.inner.entry_by_location(location),
+        }
     }
 }
