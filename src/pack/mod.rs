@@ -191,6 +191,10 @@ fn generate(
         }
     };
     out.flush()?;
+    let stats = PackStats {
+        bitmap: plan.bitmap,
+        ..stats
+    };
     if progress {
         // Every delta gitd sends is a stored one, so all deltas count as reused. A
         // stored pack sent whole counts as git counts its verbatim reuse.
@@ -217,6 +221,8 @@ struct Plan {
     /// The objects are exactly those of our pack number `n`: send it as it is.
     whole_pack: Option<usize>,
     thin_bases: Option<Known>,
+    /// Chosen with a bitmap.
+    bitmap: bool,
 }
 
 /// Choose the objects for `sel`: with a pack bitmap where one applies and can be
@@ -265,6 +271,7 @@ fn plan(
                 located: counts.iter().filter_map(packs::located).count(),
                 counts,
                 whole_pack,
+                bitmap: true,
                 thin_bases: (thin && selected.client_has_objects).then_some(Known::Bitmap {
                     pack: n,
                     client: selected.client,
@@ -289,6 +296,7 @@ fn plan(
         counts,
         whole_pack,
         thin_bases,
+        bitmap: false,
     })
 }
 

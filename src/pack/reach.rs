@@ -158,13 +158,21 @@ impl Walk<'_> {
         }
         // Roots with bitmaps first, so that walks from the others stop early.
         commits.sort_by_key(|id| self.bitmapped(id).is_some());
+        // Once the set holds the whole pack, nothing in the pack needs walking: the
+        // pack is closed under reachability. The common full clone of a repacked
+        // repository ends here, however far some tips are from a bitmapped commit.
+        let mut full = false;
+        let skip = |c: &Closure, id: &gix::hash::oid, pos: Option<u32>, full: bool| {
+            (full && pos.is_some()) || skip(c, id, pos)
+        };
         while let Some(id) = commits.pop() {
             let pos = self.pack.position(&id);
-            if skip(&c, &id, pos) {
+            if skip(&c, &id, pos, full) {
                 continue;
             }
             if let Some(n) = self.bitmapped(&id) {
                 c.bits.or(&*self.bitmap.reachable(n)?);
+                full = c.bits.count() == self.bitmap.len();
                 continue;
             }
             c.add(&id, pos);
@@ -178,7 +186,7 @@ impl Walk<'_> {
         }
         while let Some(id) = trees.pop() {
             let pos = self.pack.position(&id);
-            if skip(&c, &id, pos) {
+            if skip(&c, &id, pos, full) {
                 continue;
             }
             c.add(&id, pos);
@@ -191,7 +199,7 @@ impl Walk<'_> {
                     trees.push(entry.oid.to_owned());
                 } else {
                     let pos = self.pack.position(entry.oid);
-                    if !skip(&c, entry.oid, pos) {
+                    if !skip(&c, entry.oid, pos, full) {
                         c.add(entry.oid, pos);
                     }
                 }

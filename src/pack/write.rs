@@ -35,6 +35,8 @@ pub struct PackStats {
     pub bytes: u64,
     /// Objects sent as part of a whole stored pack, streamed as it is.
     pub pack_reused: usize,
+    /// The objects were chosen with a pack bitmap.
+    pub bitmap: bool,
 }
 
 /// Write a version 2 pack of the objects of `counts` to `out`.

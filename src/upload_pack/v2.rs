@@ -75,6 +75,7 @@ where
                     t.reused += stats.reused;
                     t.bytes += stats.bytes;
                     t.pack_reused += stats.pack_reused;
+                    t.bitmap |= stats.bitmap;
                 }
             }
             _ => unreachable!("read_command only accepts advertised commands"),
