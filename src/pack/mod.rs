@@ -22,19 +22,17 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 
 use gix::ObjectId;
-use gix::odb::pack::data::output;
-use std::sync::Arc;
 use tracing::warn;
 
 use crate::Result;
 use crate::connection::{Connection, MAX_BAND_DATA, MAX_SMALL_BAND_DATA};
 use crate::upload_pack::fetch::FetchArgs;
 use crate::upload_pack::shallow::ShallowPlan;
-use bitmap::Bitmap;
+use bitmap::{Bitmap, Bits};
 pub use objects::Selection;
 use packs::Packs;
-use write::Known;
 pub use write::PackStats;
+use write::{Item, Known};
 
 /// How pack bytes travel to the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,6 +94,9 @@ pub(crate) enum Chunk {
 /// Chunk size of the channel between generator and socket.
 const CHUNK: usize = 64 * 1024;
 
+/// Pieces of a stored pack sent whole: the fewer, the fewer wake-ups and writes.
+const VERBATIM_PIECE: usize = 256 * 1024;
+
 /// Build the pack for `req` and send it; the caller writes what frames the pack
 /// (v2's `packfile` header, the final flush).
 pub async fn send<S>(
@@ -150,51 +151,69 @@ fn generate(
     tx: mpsc::Sender<Chunk>,
 ) -> Result<PackStats> {
     let meter_tx = progress.then(|| tx.clone());
-    let local = repo.to_thread_local();
-    let packs = Arc::new(Packs::open(local.objects.store_ref().path()));
+    let repo = repo.to_thread_local();
+    let packs = Packs::open(repo.objects.store_ref().path());
     let mut enumerating = progress::Meter::new(meter_tx.clone(), "Enumerating objects", None);
-    let plan = plan(&local, selection, &packs, thin, ofs_delta, &mut enumerating)?;
+    let plan = plan(&repo, selection, &packs, thin, &mut enumerating)?;
     enumerating.done();
-    drop(local);
     let mut out = ChannelWriter {
         tx: tx.clone(),
         buf: Vec::with_capacity(CHUNK),
     };
-    let stats = match plan.whole_pack {
+    let count = plan.send.count();
+    let whole_pack = match &plan.send {
+        // A stored pack uses offset deltas: sent whole only to clients that read them.
+        Send::Listed(items) if ofs_delta => packs.whole(items),
+        Send::Bitmap { pack, bits, others } if ofs_delta && others.is_empty() => {
+            (bits.count() == packs.packs[*pack].num_objects()).then_some(*pack)
+        }
+        _ => None,
+    };
+    let mut stats = match whole_pack {
         Some(n) => {
             // The client gets exactly one stored pack: its bytes are the answer.
             let pack = &packs.packs[n];
-            pack.copy_verbatim(&mut out)?;
-            let objects = pack.num_objects() as usize;
+            let bytes = pack.copy_verbatim(VERBATIM_PIECE, &mut |piece| out.send_owned(piece))?;
             PackStats {
-                objects,
-                pack_reused: objects,
-                bytes: std::fs::metadata(&pack.path)?.len(),
+                objects: count,
+                pack_reused: count,
+                bytes,
                 ..Default::default()
             }
         }
         None => {
-            let mut counting =
-                progress::Meter::new(meter_tx, "Counting objects", Some(plan.counts.len()));
-            counting.set(plan.located);
-            let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-            write::write_pack(
-                repo,
-                packs.clone(),
-                plan.counts,
-                plan.thin_bases,
+            let mut counting = progress::Meter::new(meter_tx, "Counting objects", Some(count));
+            let items: Box<dyn Iterator<Item = Item>> = match &plan.send {
+                Send::Listed(items) => Box::new(items.iter().copied()),
+                Send::Bitmap { pack, bits, others } => {
+                    let pack = *pack;
+                    Box::new(
+                        bits.ones()
+                            .map(move |pos| Item::Packed { pack, pos })
+                            .chain(others.iter().copied()),
+                    )
+                }
+            };
+            let mut n = 0;
+            let stats = write::write_pack(
+                &repo,
+                &packs,
+                items,
+                count,
+                plan.thin_bases.as_ref(),
                 ofs_delta,
-                threads,
-                counting,
+                &mut || {
+                    n += 1;
+                    counting.set(n);
+                },
                 &mut out,
-            )?
+            )?;
+            counting.done();
+            stats
         }
     };
     out.flush()?;
-    let stats = PackStats {
-        bitmap: plan.bitmap,
-        ..stats
-    };
+    stats.bitmap = matches!(plan.send, Send::Bitmap { .. });
     if progress {
         // Every delta gitd sends is a stored one, so all deltas count as reused. A
         // stored pack sent whole counts as git counts its verbatim reuse.
@@ -212,17 +231,31 @@ fn generate(
     Ok(stats)
 }
 
-/// The objects of a pack and how to send them.
+/// The objects of a pack.
+enum Send {
+    /// Chosen by walking: entries of our packs in pack order, then the others.
+    Listed(Vec<Item>),
+    /// Chosen with the bitmap of our pack `pack`: the objects of `bits` there, then
+    /// `others` (in other packs in pack order, then the rest).
+    Bitmap {
+        pack: usize,
+        bits: Bits,
+        others: Vec<Item>,
+    },
+}
+
+impl Send {
+    fn count(&self) -> usize {
+        match self {
+            Send::Listed(items) => items.len(),
+            Send::Bitmap { bits, others, .. } => bits.count() as usize + others.len(),
+        }
+    }
+}
+
 struct Plan {
-    /// Located where our packs have them.
-    counts: Vec<output::Count>,
-    /// How many of `counts` are located.
-    located: usize,
-    /// The objects are exactly those of our pack number `n`: send it as it is.
-    whole_pack: Option<usize>,
+    send: Send,
     thin_bases: Option<Known>,
-    /// Chosen with a bitmap.
-    bitmap: bool,
 }
 
 /// Choose the objects for `sel`: with a pack bitmap where one applies and can be
@@ -232,7 +265,6 @@ fn plan(
     sel: &Selection,
     packs: &Packs,
     thin: bool,
-    ofs_delta: bool,
     meter: &mut progress::Meter,
 ) -> Result<Plan> {
     // Thin deltas can only help when the client has something; otherwise the set of
@@ -240,9 +272,11 @@ fn plan(
     // objects out that the walk may still count as seen: not bases the client has,
     // so filtered fetches get no thin deltas.
     let thin = thin && sel.filter.is_none();
-    // A stored pack uses offset deltas: only for clients that read them.
-    let whole =
-        |counts: usize, n: usize| ofs_delta && packs.packs[n].num_objects() as usize == counts;
+    let locate = |ids: &mut dyn Iterator<Item = ObjectId>| {
+        let mut items: Vec<Item> = ids.map(|id| packs.find(&id)).collect();
+        items.sort_unstable();
+        items
+    };
     if reach::applies(sel) {
         for (n, pack) in packs.packs.iter().enumerate() {
             let bitmap = match Bitmap::open(pack) {
@@ -261,17 +295,12 @@ fn plan(
                 }
             };
             meter.set(selected.send.len());
-            let whole_pack =
-                (selected.send.ext.is_empty() && whole(selected.send.len(), n)).then_some(n);
-            let counts = match whole_pack {
-                Some(_) => Vec::new(),
-                None => selected.counts(packs, n),
-            };
             return Ok(Plan {
-                located: counts.iter().filter_map(packs::located).count(),
-                counts,
-                whole_pack,
-                bitmap: true,
+                send: Send::Bitmap {
+                    pack: n,
+                    others: locate(&mut selected.send.ext.iter().copied()),
+                    bits: selected.send.bits,
+                },
                 thin_bases: (thin && selected.client_has_objects).then_some(Known::Bitmap {
                     pack: n,
                     client: selected.client,
@@ -280,23 +309,9 @@ fn plan(
         }
     }
     let set = objects::enumerate(repo, sel, meter)?;
-    let thin_bases = (thin && set.client_has_objects).then_some(Known::Ids(set.known));
-    let counts: Vec<output::Count> = set.ids.into_iter().map(|id| packs.count(id)).collect();
-    let located = counts.iter().filter_map(packs::located).count();
-    // Distinct objects, all in the same pack of ours, as many as it has: that pack.
-    let pack_of = |c: &output::Count| packs::located(c).map(|l| l.pack_id);
-    let first = counts.first().and_then(pack_of);
-    let whole_pack = first.and_then(packs::pack_number).filter(|n| {
-        located == counts.len()
-            && whole(counts.len(), *n)
-            && counts.iter().all(|c| pack_of(c) == first)
-    });
     Ok(Plan {
-        located,
-        counts,
-        whole_pack,
-        thin_bases,
-        bitmap: false,
+        send: Send::Listed(locate(&mut set.ids.into_iter())),
+        thin_bases: (thin && set.client_has_objects).then_some(Known::Ids(set.known)),
     })
 }
 
@@ -312,7 +327,15 @@ impl ChannelWriter {
             return Ok(());
         }
         let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
-        self.tx.blocking_send(Chunk::Data(chunk)).map_err(|_| {
+        self.send_owned(chunk)
+    }
+
+    /// Send `data` as one chunk, after what is buffered (no copy).
+    fn send_owned(&mut self, data: Vec<u8>) -> std::io::Result<()> {
+        if !self.buf.is_empty() {
+            self.send()?;
+        }
+        self.tx.blocking_send(Chunk::Data(data)).map_err(|_| {
             std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client went away")
         })
     }

@@ -9,45 +9,18 @@
 //!   server's RSS: a clone of a 1 GiB pack would show 1 GiB. Entries that are only
 //!   copied through are read here into buffers of their own size instead, so memory
 //!   does not grow with the pack.
-//!
-//! Entries located here carry a pack id of ours ([`pack_id`]) that gix never
-//! produces; `write::Odb` answers gix's questions about those ids from here.
 
 use std::fs::File;
-use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use gix::ObjectId;
 use gix::odb::pack;
-use gix::odb::pack::data::entry::Location;
-use gix::odb::pack::data::output;
 
-use crate::Result;
+use super::write::Item;
 
 /// Length of a SHA-1 checksum; gitd serves SHA-1 repositories only.
 const HASH_LEN: usize = 20;
-
-/// The first of our pack ids. gix's own ids are below 2^15 for single packs and
-/// have bit 15 set for packs of a multi-pack index; ours are above 2^16 with bit 15
-/// clear, so they never collide.
-const FIRST_PACK_ID: u32 = 0x7fff_0000;
-
-/// How many packs we read ourselves; gix serves the objects of any others.
-const MAX_PACKS: usize = 0x8000;
-
-/// The pack id gix sees for our pack number `n`.
-pub fn pack_id(n: usize) -> u32 {
-    FIRST_PACK_ID + n as u32
-}
-
-/// Our pack number for a pack id, if the id is one of ours.
-pub fn pack_number(id: u32) -> Option<usize> {
-    (id & 0x8000 == 0)
-        .then(|| id.checked_sub(FIRST_PACK_ID))
-        .flatten()
-        .map(|n| n as usize)
-}
 
 /// One pack file with its index.
 pub struct Pack {
@@ -133,40 +106,34 @@ impl Pack {
         self.position_of_offset(self.index.pack_offset_at_index(index))
     }
 
-    /// Read the raw entry (header and compressed data) at `offset`.
-    pub fn read_entry(&self, offset: u64, size: usize) -> std::io::Result<Vec<u8>> {
-        let mut buf = vec![0u8; size];
-        self.data.read_exact_at(&mut buf, offset)?;
-        Ok(buf)
+    /// Read the raw entry (header and compressed data) at `offset`, as long as `buf`.
+    pub fn read_entry_into(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        self.data.read_exact_at(buf, offset)
+    }
+
+    /// The id of the object whose entry starts at `offset`.
+    pub fn id_at_offset(&self, offset: u64) -> Option<ObjectId> {
+        let pos = self.position_of_offset(offset)?;
+        Some(self.index.oid_at_index(self.index_at(pos)).to_owned())
     }
 
     /// Send the whole pack file as it is, which is a valid pack for a client that
-    /// wants exactly its objects. Read in small pieces (never mapped), so memory
-    /// stays flat whatever the size. Returns how many entries are deltas.
-    pub fn copy_verbatim(&self, out: &mut dyn Write) -> Result<usize> {
+    /// wants exactly its objects, in owned pieces of `piece` bytes. Read with
+    /// `pread` (never mapped), so memory stays flat whatever the size.
+    pub fn copy_verbatim(
+        &self,
+        piece: usize,
+        send: &mut dyn FnMut(Vec<u8>) -> std::io::Result<()>,
+    ) -> std::io::Result<u64> {
         let total = self.entries_end + HASH_LEN as u64;
-        let mut buf = vec![0u8; 256 * 1024];
-        let (mut at, mut pos, mut deltas) = (0u64, 0u32, 0usize);
-        let mut next_entry = self.entry_offset(0);
+        let mut at = 0u64;
         while at < total {
-            let n = buf.len().min((total - at) as usize);
-            self.data.read_exact_at(&mut buf[..n], at)?;
-            // The type of each entry starting in this piece: bits 4-6 of its first byte.
-            while let Some(offset) = next_entry.filter(|o| *o < at + n as u64) {
-                let kind = (buf[(offset - at) as usize] >> 4) & 7;
-                deltas += usize::from(kind == 6 || kind == 7);
-                pos += 1;
-                next_entry = self.entry_offset(pos);
-            }
-            out.write_all(&buf[..n])?;
-            at += n as u64;
+            let mut buf = vec![0u8; piece.min((total - at) as usize)];
+            self.data.read_exact_at(&mut buf, at)?;
+            at += buf.len() as u64;
+            send(buf)?;
         }
-        Ok(deltas)
-    }
-
-    fn entry_offset(&self, pos: u32) -> Option<u64> {
-        let index = self.order.get(pos as usize)?;
-        Some(self.index.pack_offset_at_index(*index))
+        Ok(total)
     }
 }
 
@@ -195,7 +162,7 @@ fn read_rev(path: &Path, index: &pack::index::File) -> Option<Vec<u32>> {
 }
 
 /// All version 2 packs of a repository's object directory (not its alternates,
-/// whose objects gix finds).
+/// whose objects are read through gix).
 #[derive(Default)]
 pub struct Packs {
     pub packs: Vec<Pack>,
@@ -211,62 +178,34 @@ impl Packs {
             .collect();
         paths.sort();
         Packs {
-            packs: paths
+            packs: paths.iter().filter_map(|p| Pack::open(p)).collect(),
+        }
+    }
+
+    /// Which of our packs has `id`, and where in its pack order.
+    pub fn find(&self, id: &gix::hash::oid) -> Item {
+        self.packs
+            .iter()
+            .enumerate()
+            .find_map(|(pack, p)| {
+                Some(Item::Packed {
+                    pack,
+                    pos: p.position(id)?,
+                })
+            })
+            .unwrap_or(Item::Other(id.to_owned()))
+    }
+
+    /// The pack whose objects `items` are, all of them and nothing else (`items`
+    /// holds each object once).
+    pub fn whole(&self, items: &[Item]) -> Option<usize> {
+        let Some(Item::Packed { pack, .. }) = items.first() else {
+            return None;
+        };
+        let all_there = items.len() == self.packs[*pack].num_objects() as usize
+            && items
                 .iter()
-                .filter_map(|p| Pack::open(p))
-                .take(MAX_PACKS)
-                .collect(),
-        }
-    }
-
-    /// Where `id` is stored, with the size of its entry, found without reading the
-    /// entry. `None` if no pack of ours has it (a loose object, or an alternate's).
-    pub fn locate(&self, id: &gix::hash::oid) -> Option<Location> {
-        self.packs.iter().enumerate().find_map(|(n, pack)| {
-            let pos = pack.position(id)?;
-            Some(location(n, pack.entry_at(pos)))
-        })
-    }
-
-    /// `id` for gix's pack pipeline: located if one of our packs has it, else left
-    /// for gix to find.
-    pub fn count(&self, id: ObjectId) -> output::Count {
-        output::Count {
-            id,
-            entry_pack_location: match self.locate(&id) {
-                Some(location) => output::count::PackLocation::LookedUp(Some(location)),
-                None => output::count::PackLocation::NotLookedUp,
-            },
-        }
-    }
-
-    /// An entry located by [`Packs::locate`], as gix's pack pipeline wants it.
-    pub fn entry(&self, location: &Location) -> Option<pack::find::Entry> {
-        let pack = self.packs.get(pack_number(location.pack_id)?)?;
-        let data = pack
-            .read_entry(location.pack_offset, location.entry_size)
-            .ok()?;
-        Some(pack::find::Entry {
-            data,
-            version: pack::data::Version::V2,
-        })
-    }
-}
-
-/// Where `count` is stored, if it was located (gix's own accessors panic on counts
-/// that were not looked up yet).
-pub fn located(count: &output::Count) -> Option<&Location> {
-    match &count.entry_pack_location {
-        output::count::PackLocation::LookedUp(location) => location.as_ref(),
-        output::count::PackLocation::NotLookedUp => None,
-    }
-}
-
-/// The location of the entry (offset, size) of our pack number `n`.
-pub fn location(n: usize, (pack_offset, entry_size): (u64, usize)) -> Location {
-    Location {
-        pack_id: pack_id(n),
-        pack_offset,
-        entry_size,
+                .all(|i| matches!(i, Item::Packed { pack: p, .. } if p == pack));
+        all_there.then_some(*pack)
     }
 }

@@ -19,11 +19,10 @@ use gix::ObjectId;
 use gix::hashtable::HashSet;
 use gix::objs::FindExt;
 use gix::objs::commit::ref_iter::Token;
-use gix::odb::pack::data::output;
 
 use super::bitmap::{Bitmap, Bits};
 use super::objects::{Selection, peel_tag_chain};
-use super::packs::{self, Pack, Packs};
+use super::packs::Pack;
 use crate::Result;
 
 /// Objects reached from some roots.
@@ -71,26 +70,6 @@ pub struct Selected {
     /// Everything the client's commits reach (the possible thin-pack bases).
     pub client: Closure,
     pub client_has_objects: bool,
-}
-
-impl Selected {
-    /// The objects to send as located entries: those of the bitmapped pack (our pack
-    /// number `n`) in pack order with their sizes, then the others.
-    pub fn counts(&self, packs: &Packs, n: usize) -> Vec<output::Count> {
-        let pack = &packs.packs[n];
-        let mut counts = Vec::with_capacity(self.send.len());
-        for pos in self.send.bits.ones() {
-            counts.push(output::Count {
-                id: pack.index.oid_at_index(pack.index_at(pos)).to_owned(),
-                entry_pack_location: output::count::PackLocation::LookedUp(Some(packs::location(
-                    n,
-                    pack.entry_at(pos),
-                ))),
-            });
-        }
-        counts.extend(self.send.ext.iter().map(|id| packs.count(*id)));
-        counts
-    }
 }
 
 /// Whether a bitmap can answer `sel`: not for shallow fetches (the client's history
