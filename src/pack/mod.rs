@@ -94,6 +94,9 @@ pub(crate) enum Chunk {
 /// Chunk size of the channel between generator and socket.
 const CHUNK: usize = 64 * 1024;
 
+/// Memory for decoded delta bases while reading objects.
+const PACK_CACHE: usize = 8 << 20;
+
 /// Pieces of a stored pack sent whole: the fewer, the fewer wake-ups and writes.
 const VERBATIM_PIECE: usize = 256 * 1024;
 
@@ -113,7 +116,15 @@ where
     let progress = req.progress && req.sideband != Sideband::None;
     let (thin, ofs_delta) = (req.thin, req.ofs_delta);
     let task = tokio::task::spawn_blocking(move || {
-        generate(&repo, &selection, thin, ofs_delta, progress, tx)
+        let result = generate(&repo, &selection, thin, ofs_delta, progress, tx);
+        // What a pack's buffers freed stays with the thread's malloc arena, and the
+        // idle server's memory would be its largest pack's: hand it back.
+        #[cfg(target_env = "gnu")]
+        // SAFETY: malloc_trim only releases free memory; it has no preconditions.
+        unsafe {
+            libc::malloc_trim(0);
+        }
+        result
     });
     let max = if req.sideband == Sideband::Small {
         MAX_SMALL_BAND_DATA
@@ -151,7 +162,13 @@ fn generate(
     tx: mpsc::Sender<Chunk>,
 ) -> Result<PackStats> {
     let meter_tx = progress.then(|| tx.clone());
-    let repo = repo.to_thread_local();
+    let mut repo = repo.to_thread_local();
+    // gix caches up to 96 MiB of delta bases; walks read trees, whose bases are small.
+    repo.objects.set_pack_cache(|| {
+        Box::new(gix::odb::pack::cache::lru::StaticLinkedList::<64>::new(
+            PACK_CACHE,
+        ))
+    });
     let packs = Packs::open(repo.objects.store_ref().path());
     let mut enumerating = progress::Meter::new(meter_tx.clone(), "Enumerating objects", None);
     let plan = plan(&repo, selection, &packs, thin, &mut enumerating)?;
@@ -342,12 +359,15 @@ impl ChannelWriter {
 }
 
 impl Write for ChannelWriter {
+    /// Takes at most what fills the current chunk, so that a large object never
+    /// makes a large chunk: what is in flight stays a few chunks.
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.buf.extend_from_slice(data);
+        let n = data.len().min(CHUNK - self.buf.len());
+        self.buf.extend_from_slice(&data[..n]);
         if self.buf.len() >= CHUNK {
             self.send()?;
         }
-        Ok(data.len())
+        Ok(n)
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
