@@ -3,7 +3,8 @@
 //! reachable from the commit, as one bit per object of the pack in pack order.
 //!
 //! The file is read through once and checked against its trailing checksum (a
-//! flipped bit in a bitmap would silently leave objects out of a clone), keeping
+//! flipped bit in a bitmap would silently leave objects out of a clone; plain SHA-1
+//! suffices to catch damage, and is fast), keeping
 //! only where each commit's bitmap is; bitmaps are then read on demand. The
 //! optional sections after the bitmaps (pseudo-merges, lookup table, name-hash
 //! cache) are not needed and only hashed. Multi-pack-index bitmaps are not read: with
@@ -14,6 +15,8 @@ use std::fs::File;
 use std::io::{BufReader, Read};
 use std::os::unix::fs::FileExt;
 use std::rc::Rc;
+
+use sha1::Digest;
 
 use super::packs::Pack;
 use crate::Result;
@@ -113,7 +116,7 @@ impl Bitmap {
             .ok_or("too small for a bitmap")?;
         let mut r = Hashing {
             inner: BufReader::with_capacity(64 * 1024, file.try_clone()?),
-            hasher: gix::hash::hasher(gix::hash::Kind::Sha1),
+            hasher: sha1::Sha1::new(),
             at: 0,
             limit: body_len,
         };
@@ -157,7 +160,7 @@ impl Bitmap {
         )?;
         let mut own = [0u8; HASH_LEN];
         file.read_exact_at(&mut own, body_len)?;
-        if r.hasher.try_finalize()?.as_slice() != own {
+        if r.hasher.finalize()[..] != own {
             return Err("bitmap checksum mismatch".into());
         }
         Ok(Bitmap {
@@ -223,42 +226,47 @@ impl Bitmap {
         let e = &self.entries[n];
         let mut raw = vec![0u8; e.words as usize * 8];
         self.file.read_exact_at(&mut raw, e.words_at)?;
-        let mut words = raw
+        let words = raw
             .chunks_exact(8)
             .map(|c| u64::from_be_bytes(c.try_into().expect("8 bytes")));
-        let mut out = Bits::new(self.len);
-        let mut at = 0usize;
-        let corrupt = || "corrupt bitmap";
-        while let Some(rlw) = words.next() {
-            let run = ((rlw >> 1) & 0xffff_ffff) as usize;
-            let literals = rlw >> 33;
-            if rlw & 1 == 1 {
-                out.0
-                    .get_mut(at..at + run)
-                    .ok_or_else(corrupt)?
-                    .fill(u64::MAX);
-            }
-            at += run;
-            for _ in 0..literals {
-                let word = words.next().ok_or_else(corrupt)?;
-                if word != 0 {
-                    *out.0.get_mut(at).ok_or_else(corrupt)? = word;
-                }
-                at += 1;
-            }
-        }
-        // No bit past the last object.
-        if self.len % 64 != 0 && out.0.last().is_some_and(|w| w >> (self.len % 64) != 0) {
-            return Err(corrupt().into());
-        }
-        Ok(out)
+        decode_ewah(words, self.len)
     }
+}
+
+/// The `len` bits of an EWAH bitmap given as its words.
+fn decode_ewah(mut words: impl Iterator<Item = u64>, len: u32) -> Result<Bits> {
+    let mut out = Bits::new(len);
+    let mut at = 0usize;
+    let corrupt = || "corrupt bitmap";
+    while let Some(rlw) = words.next() {
+        let run = ((rlw >> 1) & 0xffff_ffff) as usize;
+        let literals = rlw >> 33;
+        if rlw & 1 == 1 {
+            out.0
+                .get_mut(at..at + run)
+                .ok_or_else(corrupt)?
+                .fill(u64::MAX);
+        }
+        at += run;
+        for _ in 0..literals {
+            let word = words.next().ok_or_else(corrupt)?;
+            if word != 0 {
+                *out.0.get_mut(at).ok_or_else(corrupt)? = word;
+            }
+            at += 1;
+        }
+    }
+    // No bit past the last object.
+    if len % 64 != 0 && out.0.last().is_some_and(|w| w >> (len % 64) != 0) {
+        return Err(corrupt().into());
+    }
+    Ok(out)
 }
 
 /// Reads the bitmap file in order, hashing every byte, up to the trailing checksum.
 struct Hashing {
     inner: BufReader<File>,
-    hasher: gix::hash::Hasher,
+    hasher: sha1::Sha1,
     at: u64,
     limit: u64,
 }
@@ -269,7 +277,7 @@ impl Hashing {
             return Err("truncated bitmap".into());
         }
         self.inner.read_exact(buf)?;
-        self.hasher.update(buf);
+        self.hasher.update(&*buf);
         self.at += buf.len() as u64;
         Ok(())
     }
@@ -291,7 +299,7 @@ impl Hashing {
     }
 }
 
-struct HashSink<'a>(&'a mut gix::hash::Hasher);
+struct HashSink<'a>(&'a mut sha1::Sha1);
 
 impl std::io::Write for HashSink<'_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -320,5 +328,20 @@ mod tests {
         c.set(64);
         b.and_not(&c);
         assert!(!b.get(64) && b.get(63));
+    }
+
+    #[test]
+    fn ewah_runs_and_literals() {
+        // 2 words of ones, then 1 literal word; then a run of 1 zero word and 1 literal.
+        let rlw = |bit: u64, run: u64, lits: u64| bit | (run << 1) | (lits << 33);
+        let words = [rlw(1, 2, 1), 0b101, rlw(0, 1, 1), 1 << 3];
+        let b = decode_ewah(words.into_iter(), 64 * 5).unwrap();
+        let ones: Vec<u32> = b.ones().collect();
+        assert_eq!(ones.len(), 128 + 2 + 1);
+        assert_eq!(ones[128..], [128, 130, 4 * 64 + 3]);
+        // Bits past the end, or words missing, are corruption.
+        assert!(decode_ewah(words.into_iter(), 64 * 4).is_err());
+        assert!(decode_ewah([rlw(0, 0, 2), 1].into_iter(), 128).is_err());
+        assert!(decode_ewah([rlw(1, 1, 0)].into_iter(), 60).is_err());
     }
 }

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 use gix::ObjectId;
 use gix::odb::pack;
+use sha1::Digest;
 
 use super::write::Item;
 
@@ -147,9 +148,7 @@ fn read_rev(path: &Path, index: &pack::index::File) -> Option<Vec<u32>> {
         return None;
     }
     let (body, own) = bytes.split_at(bytes.len() - HASH_LEN);
-    let mut hasher = gix::hash::hasher(gix::hash::Kind::Sha1);
-    hasher.update(body);
-    if hasher.try_finalize().ok()?.as_slice() != own
+    if sha1::Sha1::digest(body)[..] != *own
         || &body[body.len() - HASH_LEN..] != index.pack_checksum().as_slice()
     {
         return None;
