@@ -10,7 +10,9 @@
 //!   copied through are read here into buffers of their own size instead, so memory
 //!   does not grow with the pack.
 
+use std::cell::OnceCell;
 use std::fs::File;
+use std::io::{Read, Seek};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -30,6 +32,8 @@ pub struct Pack {
     pub index: pack::index::File,
     /// Index positions in pack order (by offset): git's reverse index.
     order: Vec<u32>,
+    /// The other way round, made when first needed.
+    positions: OnceCell<Vec<u32>>,
     data: File,
     /// Where the last entry ends: the trailing checksum follows.
     entries_end: u64,
@@ -64,6 +68,7 @@ impl Pack {
             path: path.to_owned(),
             index,
             order,
+            positions: OnceCell::new(),
             data,
             entries_end: len - HASH_LEN as u64,
         })
@@ -104,7 +109,14 @@ impl Pack {
     /// Position in pack order of `id`, if the pack has it.
     pub fn position(&self, id: &gix::hash::oid) -> Option<u32> {
         let index = self.index.lookup(id)?;
-        self.position_of_offset(self.index.pack_offset_at_index(index))
+        let positions = self.positions.get_or_init(|| {
+            let mut positions = vec![0; self.order.len()];
+            for (pos, index) in self.order.iter().enumerate() {
+                positions[*index as usize] = pos as u32;
+            }
+            positions
+        });
+        Some(positions[index as usize])
     }
 
     /// Read the raw entry (header and compressed data) at `offset`, as long as `buf`.
@@ -127,12 +139,21 @@ impl Pack {
         send: &mut dyn FnMut(Vec<u8>) -> std::io::Result<()>,
     ) -> std::io::Result<u64> {
         let total = self.entries_end + HASH_LEN as u64;
-        let mut at = 0u64;
-        while at < total {
-            let mut buf = vec![0u8; piece.min((total - at) as usize)];
-            self.data.read_exact_at(&mut buf, at)?;
-            at += buf.len() as u64;
+        // A handle of its own, read in order: `read_to_end` fills fresh buffers
+        // without zeroing them first.
+        let mut file = self.data.try_clone()?;
+        file.seek(std::io::SeekFrom::Start(0))?;
+        let mut file = file.take(total);
+        loop {
+            let mut buf = Vec::with_capacity(piece);
+            (&mut file).take(piece as u64).read_to_end(&mut buf)?;
+            if buf.is_empty() {
+                break;
+            }
             send(buf)?;
+        }
+        if file.limit() > 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
         }
         Ok(total)
     }
