@@ -309,3 +309,42 @@ fn a_multi_pack_index_bitmap_alone_is_walked_around() {
     assert_eq!(all_objects(&dest), all_objects(&repo));
     assert!(requests(&gitd)[0].contains("bitmap=false"));
 }
+
+#[test]
+fn large_objects_are_copied_whole_in_pieces() {
+    let dir = scratch("bitmap-large");
+    let repo = fixture(&dir, "repo.git", 10);
+    // Incompressible blobs larger than the writer's pieces, and a delta of one.
+    let work = scratch("large-work");
+    git(
+        &work,
+        &["clone", "-q", "-b", "main", repo.to_str().unwrap(), "w"],
+    );
+    let w = work.join("w");
+    let mut x: u64 = 88172645463325252;
+    let mut noise: Vec<u8> = (0..300_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    for round in 0..2 {
+        noise[round * 1000] ^= 0xff;
+        std::fs::write(w.join("big.bin"), &noise).unwrap();
+        git(&w, &["add", "-A"]);
+        git(&w, &["commit", "-q", "-m", &format!("big {round}")]);
+    }
+    git(&w, &["push", "-q", "origin", "main"]);
+    git(&repo, &["repack", "-adbq"]);
+    add_commits(&repo, "main", 1, "on-top");
+    let gitd = Gitd::start(&dir, &[&format!("--base-path={}", dir.display())]);
+    for v in ["0", "2"] {
+        let (dest, _) = mirror(&gitd, &dir, &format!("m{v}.git"), v);
+        assert_eq!(all_objects(&dest), all_objects(&repo), "v{v}");
+    }
+    for r in requests(&gitd) {
+        assert!(r.contains("pack_reused=0 bitmap=true"), "{r}");
+    }
+}

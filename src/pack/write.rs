@@ -10,8 +10,8 @@
 //! Why not gix's pack pipeline: it keeps chunks of entries of several threads in
 //! flight (tens of MiB for a pack of large blobs), names *any* missing base of a thin
 //! pack by id without asking whether the client has it, and wants every object located
-//! by inflating it. Here one entry is in memory at a time, read with `pread`, and
-//! copying needs no threads.
+//! by inflating it. Here entries are copied through a small buffer, read with `pread`
+//! (only an object sent whole is held in memory entire), and copying needs no threads.
 //!
 //! Objects come in pack order within each pack, so every offset delta's base (which
 //! lies before it in its pack) has been written before it.
@@ -123,6 +123,9 @@ pub fn write_pack(
     Ok(w.stats)
 }
 
+/// Entries are copied in pieces of at most this size.
+const PIECE: usize = 64 * 1024;
+
 struct Writer<'a> {
     repo: &'a gix::Repository,
     packs: &'a Packs,
@@ -148,7 +151,9 @@ impl Writer<'_> {
             self.placed.clear();
         }
         let (offset, size) = pack.entry_at(pos);
-        self.entry.resize(size, 0);
+        // Large entries are read in pieces: the first holds the header.
+        let first = size.min(PIECE);
+        self.entry.resize(first, 0);
         pack.read_entry_into(offset, &mut self.entry)?;
         let entry = data::Entry::from_bytes(&self.entry, 0, gix::hash::Kind::Sha1)?;
         let here = self.out.written;
@@ -172,7 +177,7 @@ impl Writer<'_> {
                         .map(|base_id| Header::RefDelta { base_id }),
                 }
             }
-            // gitd's own packs hold none; a pack fixed after a thin fetch may.
+            // git writes none when it repacks; a pack kept from a thin fetch may.
             Header::RefDelta { .. } => None,
             whole => Some(whole),
         };
@@ -180,6 +185,13 @@ impl Writer<'_> {
             Some(header) => {
                 header.write_to(entry.decompressed_size, &mut self.out)?;
                 self.out.write_all(body)?;
+                let (mut at, end) = (offset + first as u64, offset + size as u64);
+                while at < end {
+                    self.entry.resize(PIECE.min((end - at) as usize), 0);
+                    pack.read_entry_into(at, &mut self.entry)?;
+                    self.out.write_all(&self.entry)?;
+                    at += self.entry.len() as u64;
+                }
                 self.stats.reused += 1;
                 self.stats.deltas += usize::from(header.is_delta());
             }
