@@ -12,6 +12,7 @@ pub mod objects;
 mod packs;
 pub mod progress;
 mod reach;
+mod read;
 pub mod walk;
 pub mod write;
 

@@ -119,6 +119,18 @@ impl Pack {
         Some(positions[index as usize])
     }
 
+    /// The size of the entry at `offset` (which must be an entry's).
+    pub fn entry_size_at_offset(&self, offset: u64) -> Option<usize> {
+        Some(self.entry_at(self.position_of_offset(offset)?).1)
+    }
+
+    /// Read the raw entry (header and compressed data) at `offset`.
+    pub fn read_entry(&self, offset: u64, size: usize) -> std::io::Result<Vec<u8>> {
+        let mut buf = vec![0u8; size];
+        self.data.read_exact_at(&mut buf, offset)?;
+        Ok(buf)
+    }
+
     /// Read the raw entry (header and compressed data) at `offset`, as long as `buf`.
     pub fn read_entry_into(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
         self.data.read_exact_at(buf, offset)

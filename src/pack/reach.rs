@@ -15,14 +15,18 @@
 //! side is its whole history, not only the trees at the boundary: objects that the
 //! client has from further back are not sent again, as with git's bitmaps.
 
+use std::rc::Rc;
+
 use gix::ObjectId;
 use gix::hashtable::HashSet;
-use gix::objs::FindExt;
+use gix::object::Kind;
 use gix::objs::commit::ref_iter::Token;
+use gix::objs::{CommitRefIter, FindExt, TreeRefIter};
 
 use super::bitmap::{Bitmap, Bits};
 use super::objects::{Selection, peel_tag_chain};
 use super::packs::Pack;
+use super::read::Reader;
 use crate::Result;
 
 /// Objects reached from some roots.
@@ -88,6 +92,7 @@ pub fn select(
     let mut walk = Walk {
         repo,
         pack,
+        reader: Reader::new(pack),
         bitmap,
         buf: Vec::new(),
     };
@@ -119,6 +124,8 @@ pub fn select(
 struct Walk<'a> {
     repo: &'a gix::Repository,
     pack: &'a Pack,
+    /// Reads the bitmapped pack's commits and trees (others through gix).
+    reader: Reader<'a>,
     bitmap: Bitmap,
     buf: Vec<u8>,
 }
@@ -155,7 +162,8 @@ impl Walk<'_> {
                 continue;
             }
             c.add(&id, pos);
-            for token in self.repo.objects.find_commit_iter(&id, &mut self.buf)? {
+            let data = self.object(&id, pos, Kind::Commit)?;
+            for token in CommitRefIter::from_bytes(&data, gix::hash::Kind::Sha1) {
                 match token? {
                     Token::Tree { id } => trees.push(id),
                     Token::Parent { id } => commits.push(id),
@@ -169,7 +177,8 @@ impl Walk<'_> {
                 continue;
             }
             c.add(&id, pos);
-            for entry in self.repo.objects.find_tree_iter(&id, &mut self.buf)? {
+            let data = self.object(&id, pos, Kind::Tree)?;
+            for entry in TreeRefIter::from_bytes(&data, gix::hash::Kind::Sha1) {
                 let entry = entry?;
                 if entry.mode.is_commit() {
                     continue; // submodules are not ours to send
@@ -215,6 +224,21 @@ impl Walk<'_> {
             }
             return Ok(());
         }
+    }
+
+    /// The data of `id`, a `kind`, at `pos` of the bitmapped pack if it is there.
+    fn object(&mut self, id: &gix::hash::oid, pos: Option<u32>, kind: Kind) -> Result<Rc<[u8]>> {
+        let (found, data) = match pos.map(|p| self.reader.read(p)).transpose()?.flatten() {
+            Some(object) => object,
+            None => {
+                let obj = self.repo.objects.find(id, &mut self.buf)?;
+                (obj.kind, obj.data.into())
+            }
+        };
+        if found != kind {
+            return Err(format!("{id} is a {found}, not a {kind}").into());
+        }
+        Ok(data)
     }
 
     /// The bitmap entry of commit `id`, if it has one.
