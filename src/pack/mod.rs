@@ -305,7 +305,7 @@ fn plan(
                     continue;
                 }
             };
-            let selected = match reach::select(repo, sel, pack, bitmap) {
+            let selected = match reach::select(repo, sel, packs, n, bitmap) {
                 Ok(selected) => selected,
                 Err(err) => {
                     warn!("{}: not using its bitmap: {err}", pack.path.display());
@@ -326,7 +326,7 @@ fn plan(
             });
         }
     }
-    let set = objects::enumerate(repo, sel, meter)?;
+    let set = objects::enumerate(repo, packs, sel, meter)?;
     Ok(Plan {
         send: Send::Listed(locate(&mut set.ids.into_iter())),
         thin_bases: (thin && set.client_has_objects).then_some(Known::Ids(set.known)),

@@ -21,12 +21,13 @@ use gix::ObjectId;
 use gix::hashtable::HashSet;
 use gix::object::Kind;
 use gix::objs::commit::ref_iter::Token;
-use gix::objs::{CommitRefIter, FindExt, TreeRefIter};
+use gix::objs::{CommitRefIter, TreeRefIter};
 
 use super::bitmap::{Bitmap, Bits};
 use super::objects::{Selection, peel_tag_chain};
-use super::packs::Pack;
+use super::packs::{Pack, Packs};
 use super::read::Reader;
+use super::write::Item;
 use crate::Result;
 
 /// Objects reached from some roots.
@@ -82,19 +83,21 @@ pub fn applies(sel: &Selection) -> bool {
     sel.filter.is_none() && sel.grafts.is_empty() && sel.extra_edges.is_empty()
 }
 
-/// The objects for `sel`, from the bitmap of `pack`.
+/// The objects for `sel`, from the bitmap of our pack number `n`.
 pub fn select(
     repo: &gix::Repository,
     sel: &Selection,
-    pack: &Pack,
+    packs: &Packs,
+    n: usize,
     bitmap: Bitmap,
 ) -> Result<Selected> {
+    let pack = &packs.packs[n];
     let mut walk = Walk {
         repo,
         pack,
-        reader: Reader::new(pack),
+        pack_number: n,
+        reader: Reader::new(packs),
         bitmap,
-        buf: Vec::new(),
     };
     let client = walk.closure(&sel.common, None)?;
     let mut send = walk.closure(&sel.wants, Some(&client))?;
@@ -124,10 +127,11 @@ pub fn select(
 struct Walk<'a> {
     repo: &'a gix::Repository,
     pack: &'a Pack,
-    /// Reads the bitmapped pack's commits and trees (others through gix).
+    /// Our pack number of `pack`.
+    pack_number: usize,
+    /// Reads the commits and trees of our packs (others through gix).
     reader: Reader<'a>,
     bitmap: Bitmap,
-    buf: Vec<u8>,
 }
 
 impl Walk<'_> {
@@ -228,17 +232,11 @@ impl Walk<'_> {
 
     /// The data of `id`, a `kind`, at `pos` of the bitmapped pack if it is there.
     fn object(&mut self, id: &gix::hash::oid, pos: Option<u32>, kind: Kind) -> Result<Rc<[u8]>> {
-        let (found, data) = match pos.map(|p| self.reader.read(p)).transpose()?.flatten() {
-            Some(object) => object,
-            None => {
-                let obj = self.repo.objects.find(id, &mut self.buf)?;
-                (obj.kind, obj.data.into())
-            }
-        };
-        if found != kind {
-            return Err(format!("{id} is a {found}, not a {kind}").into());
-        }
-        Ok(data)
+        let item = pos.map(|pos| Item::Packed {
+            pack: self.pack_number,
+            pos,
+        });
+        self.reader.object(self.repo, id, item, kind)
     }
 
     /// The bitmap entry of commit `id`, if it has one.

@@ -1,4 +1,5 @@
-//! Reading objects of our packs with `pread`, for the walks of a bitmap selection.
+//! Reading objects of our packs with `pread`, for the walks that choose a pack's
+//! objects.
 //!
 //! gix reads objects through a memory map of the pack, and every page it touches
 //! stays in the server's RSS: the few thousand trees a walk reads, spread over a large
@@ -7,13 +8,14 @@
 //! format: copy-from-base and insert instructions); recently decoded objects are kept
 //! for the deltas based on them, within a bound.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 
 use gix::object::Kind;
 use gix::odb::pack::data::{self, entry::Header};
 
-use super::packs::Pack;
+use super::packs::Packs;
+use super::write::Item;
 use crate::Result;
 
 /// Decoded objects kept for later deltas, in bytes.
@@ -24,34 +26,68 @@ const MAX_CHAIN: usize = 10_000;
 type Object = (Kind, Rc<[u8]>);
 
 pub struct Reader<'a> {
-    pack: &'a Pack,
+    packs: &'a Packs,
     inflate: gix::zlib::Inflate,
-    /// Decoded objects by their offset.
-    cache: HashMap<u64, Object>,
+    /// Decoded objects by pack number and offset, and in the order they came: the
+    /// oldest go first when the cache is full.
+    cache: HashMap<(usize, u64), Object>,
+    order: VecDeque<(usize, u64)>,
     cached: usize,
+    buf: Vec<u8>,
 }
 
 impl<'a> Reader<'a> {
-    pub fn new(pack: &'a Pack) -> Self {
+    pub fn new(packs: &'a Packs) -> Self {
         Reader {
-            pack,
+            packs,
             inflate: gix::zlib::Inflate::default(),
             cache: HashMap::new(),
+            order: VecDeque::new(),
             cached: 0,
+            buf: Vec::new(),
         }
     }
 
-    /// The object at `pos` in pack order, or `None` if it is stored as a ref-delta
-    /// (git writes none when it repacks; gix reads those).
-    pub fn read(&mut self, pos: u32) -> Result<Option<Object>> {
-        let mut at = self.pack.entry_at(pos).0;
+    /// The data of `id`, which must be a `kind`: from our packs where they have it
+    /// (at `item`, if already known), else through gix.
+    pub fn object(
+        &mut self,
+        repo: &gix::Repository,
+        id: &gix::hash::oid,
+        item: Option<Item>,
+        kind: Kind,
+    ) -> Result<Rc<[u8]>> {
+        let item = item.unwrap_or_else(|| self.packs.find(id));
+        let read = match item {
+            Item::Packed { pack, pos } => self.read(pack, pos)?,
+            Item::Other(_) => None,
+        };
+        let (found, data) = match read {
+            Some(object) => object,
+            None => {
+                use gix::objs::FindExt;
+                let obj = repo.objects.find(id, &mut self.buf)?;
+                (obj.kind, obj.data.into())
+            }
+        };
+        if found != kind {
+            return Err(format!("{id} is a {found}, not a {kind}").into());
+        }
+        Ok(data)
+    }
+
+    /// The object at `pos` in pack order of our pack `n`, or `None` if it is stored
+    /// as a ref-delta (git writes none when it repacks; gix reads those).
+    pub fn read(&mut self, n: usize, pos: u32) -> Result<Option<Object>> {
+        let pack = &self.packs.packs[n];
+        let mut at = pack.entry_at(pos).0;
         let mut deltas = Vec::new();
         let (kind, mut object) = loop {
-            if let Some(hit) = self.cache.get(&at) {
+            if let Some(hit) = self.cache.get(&(n, at)) {
                 break hit.clone();
             }
-            let size = self.pack.entry_size_at_offset(at).ok_or("no entry there")?;
-            let raw = self.pack.read_entry(at, size)?;
+            let size = pack.entry_size_at_offset(at).ok_or("no entry there")?;
+            let raw = pack.read_entry(at, size)?;
             let entry = data::Entry::from_bytes(&raw, 0, gix::hash::Kind::Sha1)?;
             let body = self.inflate(&raw[entry.data_offset as usize..], entry.decompressed_size)?;
             match entry.header {
@@ -67,12 +103,12 @@ impl<'a> Reader<'a> {
                 Header::RefDelta { .. } => return Ok(None),
                 whole => {
                     let kind = whole.as_kind().expect("not a delta");
-                    break self.keep(at, kind, body);
+                    break self.keep((n, at), kind, body);
                 }
             }
         };
         for (at, delta) in deltas.into_iter().rev() {
-            object = self.keep(at, kind, apply_delta(&object, &delta)?).1;
+            object = self.keep((n, at), kind, apply_delta(&object, &delta)?).1;
         }
         Ok(Some((kind, object)))
     }
@@ -87,14 +123,19 @@ impl<'a> Reader<'a> {
         Ok(out)
     }
 
-    fn keep(&mut self, at: u64, kind: Kind, data: Vec<u8>) -> Object {
+    fn keep(&mut self, at: (usize, u64), kind: Kind, data: Vec<u8>) -> Object {
         let data: Rc<[u8]> = data.into();
-        if self.cached + data.len() > CACHE_BYTES {
-            self.cache.clear();
-            self.cached = 0;
-        }
         self.cached += data.len();
         self.cache.insert(at, (kind, data.clone()));
+        self.order.push_back(at);
+        while self.cached > CACHE_BYTES {
+            let Some(old) = self.order.pop_front() else {
+                break;
+            };
+            if let Some((_, gone)) = self.cache.remove(&old) {
+                self.cached -= gone.len();
+            }
+        }
         (kind, data)
     }
 }
@@ -198,7 +239,7 @@ mod tests {
         let repo = gix::open(dir.join("w")).unwrap();
         let packs = Packs::open(repo.objects.store_ref().path());
         let pack = &packs.packs[0];
-        let mut reader = Reader::new(pack);
+        let mut reader = Reader::new(&packs);
         let (mut buf, mut deltas) = (Vec::new(), 0);
         for pos in 0..pack.num_objects() {
             let id = pack.index.oid_at_index(pack.index_at(pos)).to_owned();
@@ -206,7 +247,7 @@ mod tests {
             let raw = pack.read_entry(offset, size).unwrap();
             let entry = data::Entry::from_bytes(&raw, 0, gix::hash::Kind::Sha1).unwrap();
             deltas += usize::from(entry.header.is_delta());
-            let (kind, data) = reader.read(pos).unwrap().unwrap();
+            let (kind, data) = reader.read(0, pos).unwrap().unwrap();
             let expected = repo.objects.try_find(&id, &mut buf).unwrap().unwrap();
             assert_eq!((kind, &*data), (expected.kind, expected.data), "{id}");
         }
