@@ -50,7 +50,7 @@ pub struct Connection<S> {
 }
 
 /// Flush the write buffer once it holds this much.
-const WRITE_HIGH_WATER: usize = 64 * 1024;
+const WRITE_HIGH_WATER: usize = 256 * 1024;
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     pub fn new(stream: S, timeout: Duration) -> Self {

@@ -66,17 +66,32 @@ impl Handler {
         let service = log.service.unwrap_or("-");
         let version = log.version.map_or(-1, |v| v as i32);
         let objects = log.pack.map_or(0, |p| p.objects);
+        let pack_reused = log.pack.map_or(0, |p| p.pack_reused);
+        let bitmap = log.pack.is_some_and(|p| p.bitmap);
         let (bytes, ms) = (conn.bytes_sent(), start.elapsed().as_millis());
+        // One line per request, at a level that tells whether it went well.
+        macro_rules! request {
+            ($level:ident) => {
+                $level!(
+                    peer,
+                    host,
+                    path,
+                    service,
+                    version,
+                    bytes,
+                    objects,
+                    pack_reused,
+                    bitmap,
+                    ms,
+                    outcome,
+                    "request"
+                )
+            };
+        }
         if outcome == "ok" {
-            info!(
-                peer,
-                host, path, service, version, bytes, objects, ms, outcome, "request"
-            );
+            request!(info);
         } else {
-            warn!(
-                peer,
-                host, path, service, version, bytes, objects, ms, outcome, "request"
-            );
+            request!(warn);
         }
     }
 

@@ -5,10 +5,14 @@
 //! slow client slows down its own pack (back-pressure), never the server, and at
 //! most a few chunks are in memory per clone.
 
+mod bitmap;
 pub mod filter;
 mod filtered;
 pub mod objects;
+mod packs;
 pub mod progress;
+mod reach;
+mod read;
 pub mod walk;
 pub mod write;
 
@@ -19,13 +23,17 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 
 use gix::ObjectId;
+use tracing::warn;
 
 use crate::Result;
 use crate::connection::{Connection, MAX_BAND_DATA, MAX_SMALL_BAND_DATA};
 use crate::upload_pack::fetch::FetchArgs;
 use crate::upload_pack::shallow::ShallowPlan;
+use bitmap::{Bitmap, Bits};
 pub use objects::Selection;
+use packs::Packs;
 pub use write::PackStats;
+use write::{Item, Known};
 
 /// How pack bytes travel to the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,6 +95,12 @@ pub(crate) enum Chunk {
 /// Chunk size of the channel between generator and socket.
 const CHUNK: usize = 64 * 1024;
 
+/// Memory for decoded delta bases while reading objects.
+const PACK_CACHE: usize = 8 << 20;
+
+/// Pieces of a stored pack sent whole: the fewer, the fewer wake-ups and writes.
+const VERBATIM_PIECE: usize = 256 * 1024;
+
 /// Build the pack for `req` and send it; the caller writes what frames the pack
 /// (v2's `packfile` header, the final flush).
 pub async fn send<S>(
@@ -103,7 +117,15 @@ where
     let progress = req.progress && req.sideband != Sideband::None;
     let (thin, ofs_delta) = (req.thin, req.ofs_delta);
     let task = tokio::task::spawn_blocking(move || {
-        generate(&repo, &selection, thin, ofs_delta, progress, tx)
+        let result = generate(&repo, &selection, thin, ofs_delta, progress, tx);
+        // What a pack's buffers freed stays with the thread's malloc arena, and the
+        // idle server's memory would be its largest pack's: hand it back.
+        #[cfg(target_env = "gnu")]
+        // SAFETY: malloc_trim only releases free memory; it has no preconditions.
+        unsafe {
+            libc::malloc_trim(0);
+        }
+        result
     });
     let max = if req.sideband == Sideband::Small {
         MAX_SMALL_BAND_DATA
@@ -130,8 +152,8 @@ where
     }
 }
 
-/// The blocking half: enumerate, then write the pack into the channel, with git's
-/// progress phases (there is no "Compressing objects": gitd computes no deltas).
+/// The blocking half: choose the objects, then write the pack into the channel, with
+/// git's progress phases (there is no "Compressing objects": gitd computes no deltas).
 fn generate(
     repo: &gix::ThreadSafeRepository,
     selection: &Selection,
@@ -141,38 +163,174 @@ fn generate(
     tx: mpsc::Sender<Chunk>,
 ) -> Result<PackStats> {
     let meter_tx = progress.then(|| tx.clone());
-    let set = {
-        let repo = repo.to_thread_local();
-        let mut enumerating = progress::Meter::new(meter_tx.clone(), "Enumerating objects", None);
-        let set = objects::enumerate(&repo, selection, &mut enumerating)?;
-        enumerating.done();
-        set
-    };
-    let counting = progress::Meter::new(meter_tx, "Counting objects", Some(set.ids.len()));
-    // Thin deltas can only help when the client has something; otherwise the set of
-    // known objects is dropped here rather than held while writing. A filter leaves
-    // objects out that the walk may still count as seen: not bases the client has,
-    // so filtered fetches get no thin deltas.
-    let thin = thin && set.client_has_objects && selection.filter.is_none();
-    let thin_bases = thin.then_some(set.known);
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut repo = repo.to_thread_local();
+    // gix caches up to 96 MiB of delta bases; walks read trees, whose bases are small.
+    repo.objects.set_pack_cache(|| {
+        Box::new(gix::odb::pack::cache::lru::StaticLinkedList::<64>::new(
+            PACK_CACHE,
+        ))
+    });
+    let packs = Packs::open(repo.objects.store_ref().path());
+    let mut enumerating = progress::Meter::new(meter_tx.clone(), "Enumerating objects", None);
+    let plan = plan(&repo, selection, &packs, thin, &mut enumerating)?;
+    enumerating.done();
     let mut out = ChannelWriter {
         tx: tx.clone(),
         buf: Vec::with_capacity(CHUNK),
     };
-    let stats = write::write_pack(
-        repo, set.ids, thin_bases, ofs_delta, threads, counting, &mut out,
-    )?;
+    let count = plan.send.count();
+    let whole_pack = match &plan.send {
+        // A stored pack uses offset deltas: sent whole only to clients that read them.
+        Send::Listed(items) if ofs_delta => packs.whole(items),
+        Send::Bitmap { pack, bits, others } if ofs_delta && others.is_empty() => {
+            (bits.count() == packs.packs[*pack].num_objects()).then_some(*pack)
+        }
+        _ => None,
+    };
+    let mut stats = match whole_pack {
+        Some(n) => {
+            // The client gets exactly one stored pack: its bytes are the answer.
+            let pack = &packs.packs[n];
+            let bytes = pack.copy_verbatim(VERBATIM_PIECE, &mut |piece| out.send_owned(piece))?;
+            PackStats {
+                objects: count,
+                pack_reused: count,
+                bytes,
+                ..Default::default()
+            }
+        }
+        None => {
+            let mut counting = progress::Meter::new(meter_tx, "Counting objects", Some(count));
+            let items: Box<dyn Iterator<Item = Item>> = match &plan.send {
+                Send::Listed(items) => Box::new(items.iter().copied()),
+                Send::Bitmap { pack, bits, others } => {
+                    let pack = *pack;
+                    Box::new(
+                        bits.ones()
+                            .map(move |pos| Item::Packed { pack, pos })
+                            .chain(others.iter().copied()),
+                    )
+                }
+            };
+            let mut n = 0;
+            let stats = write::write_pack(
+                &repo,
+                &packs,
+                items,
+                count,
+                plan.thin_bases.as_ref(),
+                ofs_delta,
+                &mut || {
+                    n += 1;
+                    counting.set(n);
+                },
+                &mut out,
+            )?;
+            counting.done();
+            stats
+        }
+    };
     out.flush()?;
+    stats.bitmap = matches!(plan.send, Send::Bitmap { .. });
     if progress {
-        // Every delta gitd sends is a stored one, so all deltas count as reused.
-        // There is no verbatim pack reuse: "pack-reused 0 (from 0)" (git ≥ 2.44).
+        // Every delta gitd sends is a stored one, so all deltas count as reused. A
+        // stored pack sent whole counts as git counts its verbatim reuse.
+        let (total, deltas, reused) = if stats.pack_reused > 0 {
+            (stats.objects, 0, 0)
+        } else {
+            (stats.objects, stats.deltas, stats.reused)
+        };
         let _ = tx.blocking_send(Chunk::Progress(format!(
-            "Total {} (delta {}), reused {} (delta {}), pack-reused 0 (from 0)\n",
-            stats.objects, stats.deltas, stats.reused, stats.deltas
+            "Total {total} (delta {deltas}), reused {reused} (delta {deltas}), pack-reused {} (from {})\n",
+            stats.pack_reused,
+            usize::from(stats.pack_reused > 0),
         )));
     }
     Ok(stats)
+}
+
+/// The objects of a pack.
+enum Send {
+    /// Chosen by walking: entries of our packs in pack order, then the others.
+    Listed(Vec<Item>),
+    /// Chosen with the bitmap of our pack `pack`: the objects of `bits` there, then
+    /// `others` (in other packs in pack order, then the rest).
+    Bitmap {
+        pack: usize,
+        bits: Bits,
+        others: Vec<Item>,
+    },
+}
+
+impl Send {
+    fn count(&self) -> usize {
+        match self {
+            Send::Listed(items) => items.len(),
+            Send::Bitmap { bits, others, .. } => bits.count() as usize + others.len(),
+        }
+    }
+}
+
+struct Plan {
+    send: Send,
+    thin_bases: Option<Known>,
+}
+
+/// Choose the objects for `sel`: with a pack bitmap where one applies and can be
+/// read, otherwise by walking (a bad bitmap is reported and walked around).
+fn plan(
+    repo: &gix::Repository,
+    sel: &Selection,
+    packs: &Packs,
+    thin: bool,
+    meter: &mut progress::Meter,
+) -> Result<Plan> {
+    // Thin deltas can only help when the client has something; otherwise the set of
+    // known objects is dropped here rather than held while writing. A filter leaves
+    // objects out that the walk may still count as seen: not bases the client has,
+    // so filtered fetches get no thin deltas.
+    let thin = thin && sel.filter.is_none();
+    let locate = |ids: &mut dyn Iterator<Item = ObjectId>| {
+        let mut items: Vec<Item> = ids.map(|id| packs.find(&id)).collect();
+        items.sort_unstable();
+        items
+    };
+    if reach::applies(sel) {
+        for (n, pack) in packs.packs.iter().enumerate() {
+            let bitmap = match Bitmap::open(pack) {
+                Ok(Some(bitmap)) => bitmap,
+                Ok(None) => continue,
+                Err(err) => {
+                    warn!("ignoring a bitmap: {err}");
+                    continue;
+                }
+            };
+            let selected = match reach::select(repo, sel, packs, n, bitmap) {
+                Ok(selected) => selected,
+                Err(err) => {
+                    warn!("{}: not using its bitmap: {err}", pack.path.display());
+                    break;
+                }
+            };
+            meter.set(selected.send.len());
+            return Ok(Plan {
+                send: Send::Bitmap {
+                    pack: n,
+                    others: locate(&mut selected.send.ext.iter().copied()),
+                    bits: selected.send.bits,
+                },
+                thin_bases: (thin && selected.client_has_objects).then_some(Known::Bitmap {
+                    pack: n,
+                    client: selected.client,
+                }),
+            });
+        }
+    }
+    let set = objects::enumerate(repo, packs, sel, meter)?;
+    Ok(Plan {
+        send: Send::Listed(locate(&mut set.ids.into_iter())),
+        thin_bases: (thin && set.client_has_objects).then_some(Known::Ids(set.known)),
+    })
 }
 
 /// `io::Write` into the channel, in chunks of [`CHUNK`] bytes.
@@ -187,19 +345,30 @@ impl ChannelWriter {
             return Ok(());
         }
         let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
-        self.tx.blocking_send(Chunk::Data(chunk)).map_err(|_| {
+        self.send_owned(chunk)
+    }
+
+    /// Send `data` as one chunk, after what is buffered (no copy).
+    fn send_owned(&mut self, data: Vec<u8>) -> std::io::Result<()> {
+        if !self.buf.is_empty() {
+            self.send()?;
+        }
+        self.tx.blocking_send(Chunk::Data(data)).map_err(|_| {
             std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client went away")
         })
     }
 }
 
 impl Write for ChannelWriter {
+    /// Takes at most what fills the current chunk, so that a large object never
+    /// makes a large chunk: what is in flight stays a few chunks.
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.buf.extend_from_slice(data);
+        let n = data.len().min(CHUNK - self.buf.len());
+        self.buf.extend_from_slice(&data[..n]);
         if self.buf.len() >= CHUNK {
             self.send()?;
         }
-        Ok(data.len())
+        Ok(n)
     }
 
     fn flush(&mut self) -> std::io::Result<()> {

@@ -10,11 +10,12 @@
 
 use gix::ObjectId;
 use gix::hashtable::HashSet;
-use gix::objs::FindExt;
 
 use super::filter::Filter;
 use super::filtered;
+use super::packs::Packs;
 use super::progress::Meter;
+use super::read::Reader;
 use super::walk;
 use crate::Result;
 
@@ -50,10 +51,16 @@ pub struct Selection {
 }
 
 /// Enumerate the objects to send for `sel`, reporting their number to `meter`.
-pub fn enumerate(repo: &gix::Repository, sel: &Selection, meter: &mut Meter) -> Result<ObjectSet> {
+/// Trees are read from `packs` where they have them.
+pub fn enumerate(
+    repo: &gix::Repository,
+    packs: &Packs,
+    sel: &Selection,
+    meter: &mut Meter,
+) -> Result<ObjectSet> {
     let mut seen: HashSet<ObjectId> = HashSet::default();
     let mut out = ObjectSet::default();
-    let mut buf = Vec::new();
+    let mut reader = Reader::new(packs);
 
     // Wants: tags are sent as they are and peeled, commits walked, trees and blobs
     // sent with everything they contain.
@@ -98,7 +105,7 @@ pub fn enumerate(repo: &gix::Repository, sel: &Selection, meter: &mut Meter) -> 
         }
         if let Ok(commit) = repo.find_commit(edge) {
             let tree = commit.tree_id()?.detach();
-            walk_tree(repo, tree, &mut seen, None, &mut buf)?;
+            walk_tree(repo, tree, &mut seen, None, &mut reader)?;
         }
     }
 
@@ -118,12 +125,12 @@ pub fn enumerate(repo: &gix::Repository, sel: &Selection, meter: &mut Meter) -> 
         out.ids.extend_from_slice(&commits);
         for commit in &commits {
             let tree = repo.find_commit(*commit)?.tree_id()?.detach();
-            walk_tree(repo, tree, &mut seen, Some(&mut out.ids), &mut buf)?;
+            walk_tree(repo, tree, &mut seen, Some(&mut out.ids), &mut reader)?;
             meter.set(out.ids.len());
         }
         for root in roots {
             if repo.find_header(root)?.kind() == gix::object::Kind::Tree {
-                walk_tree(repo, root, &mut seen, Some(&mut out.ids), &mut buf)?;
+                walk_tree(repo, root, &mut seen, Some(&mut out.ids), &mut reader)?;
             } else if seen.insert(root) {
                 out.ids.push(root);
             }
@@ -237,7 +244,7 @@ fn peel_want(
 
 /// Follow a chain of tag objects starting at `id`, adding each tag to `tags`.
 /// Returns the first object that is not a tag.
-fn peel_tag_chain(
+pub(crate) fn peel_tag_chain(
     repo: &gix::Repository,
     mut id: ObjectId,
     tags: &mut Vec<ObjectId>,
@@ -259,7 +266,7 @@ fn walk_tree(
     root: ObjectId,
     seen: &mut HashSet<ObjectId>,
     mut out: Option<&mut Vec<ObjectId>>,
-    buf: &mut Vec<u8>,
+    reader: &mut Reader<'_>,
 ) -> Result<()> {
     if !seen.insert(root) {
         return Ok(());
@@ -269,7 +276,8 @@ fn walk_tree(
     }
     let mut stack = vec![root];
     while let Some(tree) = stack.pop() {
-        for entry in repo.objects.find_tree_iter(&tree, buf)? {
+        let data = reader.object(repo, &tree, None, gix::object::Kind::Tree)?;
+        for entry in gix::objs::TreeRefIter::from_bytes(&data, gix::hash::Kind::Sha1) {
             let entry = entry?;
             if entry.mode.is_commit() || !seen.insert(entry.oid.to_owned()) {
                 continue;

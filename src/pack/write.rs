@@ -1,27 +1,31 @@
-//! Turning a list of object ids into a pack stream with gix-pack.
+//! Writing a pack entry by entry from what our packs store.
 //!
-//! Stored entries are copied as they are (`PackCopyAndBaseObjects`): compressed data
-//! and deltas whose base is also sent are never re-deflated. Objects that are loose,
-//! or deltas whose base is neither sent nor allowed as a thin base, go out as whole
-//! objects. There is no delta search: every delta in the pack is a stored one.
+//! Entries of our packs are copied as they are stored: whole objects, and deltas whose
+//! base is sent too (the offset rewritten to the base's place in the new pack, or the
+//! base named by id for clients without `ofs-delta`) or, in a thin pack, is an object
+//! the client has (named by id). Anything else — a delta whose base the client lacks, a
+//! stored ref-delta, a loose object or one from an alternate — goes out whole, deflated
+//! anew. There is no delta search: every delta in the pack is a stored one.
 //!
-//! Thin packs: gix's `allow_thin_pack` names *any* base missing from the pack by id,
-//! and a client that lacks it fails with "unresolved deltas". gix asks the object
-//! database for the ids of those bases, so [`Odb`] answers only for bases in the
-//! known set; for any other base gix finds no id and sends the whole object instead.
+//! Why not gix's pack pipeline: it keeps chunks of entries of several threads in
+//! flight (tens of MiB for a pack of large blobs), names *any* missing base of a thin
+//! pack by id without asking whether the client has it, and wants every object located
+//! by inflating it. Here entries are copied through a small buffer, read with `pread`
+//! (only an object sent whole is held in memory entire), and copying needs no threads.
+//!
+//! Objects come in pack order within each pack, so every offset delta's base (which
+//! lies before it in its pack) has been written before it.
 
 use std::io::Write;
-use std::sync::{Arc, Mutex, PoisonError};
+
+use sha1::Digest;
 
 use gix::ObjectId;
-use gix::error::ErrorExt;
 use gix::hashtable::HashSet;
-use gix::odb::pack::data::output;
-use gix::odb::pack::{self, Find};
-use gix::parallel::InOrderIter;
-use gix::prelude::Finalize;
+use gix::odb::pack::data::{self, entry::Header, output};
 
-use super::progress::Meter;
+use super::packs::Packs;
+use super::reach::Closure;
 use crate::{ClientError, Result};
 
 /// What went into a pack, for the `Total …` progress line and the request log.
@@ -31,220 +35,213 @@ pub struct PackStats {
     pub deltas: usize,
     pub reused: usize,
     pub bytes: u64,
+    /// Objects sent as part of a whole stored pack, streamed as it is.
+    pub pack_reused: usize,
+    /// The objects were chosen with a pack bitmap.
+    pub bitmap: bool,
 }
 
-/// Write a version 2 pack of `ids` to `out`.
+/// One object to send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Item {
+    /// The object at `pos` in pack order of our pack number `pack`.
+    Packed { pack: usize, pos: u32 },
+    /// An object none of our packs has (loose, or in an alternate).
+    Other(ObjectId),
+}
+
+/// Objects the client has, which deltas of a thin pack may name as their base.
+pub enum Known {
+    /// As ids (the commit walk's seen-set, which holds what is sent too).
+    Ids(HashSet<ObjectId>),
+    /// What the client's commits reach, with the bitmap of our pack `pack`.
+    Bitmap { pack: usize, client: Closure },
+}
+
+impl Known {
+    fn contains(&self, packs: &Packs, id: &gix::hash::oid) -> bool {
+        match self {
+            Known::Ids(ids) => ids.contains(id),
+            Known::Bitmap { pack, client } => client.has(id, packs.packs[*pack].position(id)),
+        }
+    }
+}
+
+/// Write a version 2 pack of the `count` objects of `items` to `out`.
 ///
-/// `thin_bases`: for a thin pack, the objects a delta may name as its base although
-/// they are not in the pack (the client has them; objects of the pack may be in the
-/// set too). `ofs_delta`: the client understands offset deltas; without it, deltas
-/// refer to their base by id. `counting` advances as objects are located. A missing
-/// object aborts the pack with an error *before* the trailer, so the client never
-/// receives a pack that looks complete but is not.
+/// `items` must list the entries of each of our packs in pack order. `thin`: the
+/// objects a delta may name as its base although they are not sent. `ofs_delta`: the
+/// client understands offset deltas. `on_object` is called after each object. A
+/// missing object aborts the pack with an error *before* the trailer, so the client
+/// never receives a pack that looks complete but is not.
+#[allow(clippy::too_many_arguments)]
 pub fn write_pack(
-    repo: &gix::ThreadSafeRepository,
-    ids: Vec<ObjectId>,
-    thin_bases: Option<HashSet<ObjectId>>,
+    repo: &gix::Repository,
+    packs: &Packs,
+    items: impl Iterator<Item = Item>,
+    count: usize,
+    thin: Option<&Known>,
     ofs_delta: bool,
-    threads: usize,
-    counting: Meter,
+    on_object: &mut dyn FnMut(),
     out: &mut dyn Write,
 ) -> Result<PackStats> {
-    let compression = repo.to_thread_local().pack_compression()?;
-    let num_entries = u32::try_from(ids.len()).map_err(|_| "too many objects for one pack")?;
-    let counts: Vec<output::Count> = ids
-        .into_iter()
-        .map(|id| output::Count {
-            id,
-            entry_pack_location: output::count::PackLocation::NotLookedUp,
-        })
-        .collect();
-
-    // The pack pipeline needs a Send + Clone handle whose pack ids stay valid for the
-    // whole run, even if `git gc` replaces packs meanwhile.
-    let mut db = repo.objects.to_cache_arc();
-    db.prevent_pack_unload();
-    db.ignore_replacements = true;
-    let thin = thin_bases.is_some();
-    let shared = Arc::new(Shared {
-        counting: Mutex::new(counting),
-        bases: thin_bases.unwrap_or_default(),
-        offsets: Mutex::default(),
-    });
-    let db = Odb {
-        inner: db,
-        shared: shared.clone(),
-    };
-
-    // Locating every object is git's "Counting objects" phase; it is over when
-    // `iter_from_counts` returns.
-    let entries = output::entry::iter_from_counts(
-        counts,
-        db,
-        Box::new(gix::progress::Discard),
-        output::entry::iter_from_counts::Options {
-            thread_limit: Some(threads),
-            mode: output::entry::iter_from_counts::Mode::PackCopyAndBaseObjects,
-            allow_thin_pack: thin,
-            chunk_size: 256,
-            version: gix::odb::pack::data::Version::V2,
-            compression,
-        },
-    )?;
-    lock(&shared.counting).done();
-    let mut in_order = InOrderIter::from(entries);
-    let mut checked = Checked {
-        inner: &mut in_order,
+    let count32 = u32::try_from(count).map_err(|_| "too many objects for one pack")?;
+    let mut w = Writer {
+        repo,
+        packs,
+        thin,
         ofs_delta,
-        ids: Vec::new(),
+        compression: repo.pack_compression()?,
+        out: Hashing {
+            inner: out,
+            hasher: sha1::Sha1::new(),
+            written: 0,
+        },
+        placed: Vec::new(),
+        current: None,
         stats: PackStats::default(),
+        entry: Vec::new(),
+        object: Vec::new(),
     };
-    let mut writer = output::bytes::FromEntriesIter::new(
-        &mut checked,
-        out,
-        num_entries,
-        gix::odb::pack::data::Version::V2,
-        gix::hash::Kind::Sha1,
-    );
-    let mut bytes = 0;
-    for written in writer.by_ref() {
-        bytes += written?;
+    let mut header = *b"PACK\0\0\0\x02\0\0\0\0";
+    header[8..].copy_from_slice(&count32.to_be_bytes());
+    w.out.write_all(&header)?;
+    for item in items {
+        match item {
+            Item::Packed { pack, pos } => w.packed(pack, pos)?,
+            Item::Other(id) => w.whole(&id)?,
+        }
+        w.stats.objects += 1;
+        on_object();
     }
-    drop(writer);
-    let mut stats = checked.stats;
-    let outcome = in_order.inner.finalize()?;
-    stats.bytes = bytes;
-    stats.reused = outcome.objects_copied_from_pack;
-    Ok(stats)
+    if w.stats.objects != count {
+        return Err(format!("{} objects listed, {count} announced", w.stats.objects).into());
+    }
+    let trailer = w.out.hasher.finalize();
+    w.out.inner.write_all(&trailer)?;
+    w.stats.bytes = w.out.written + trailer.len() as u64;
+    Ok(w.stats)
 }
 
-/// Sits between gix's entry iterator and the byte writer: turns a missing object into
-/// an error (gix would skip it and leave a short pack behind a full object count),
-/// rewrites offset deltas as ref deltas for clients without `ofs-delta`, and counts.
-struct Checked<I> {
-    inner: I,
+/// Entries are copied in pieces of at most this size.
+const PIECE: usize = 64 * 1024;
+
+struct Writer<'a> {
+    repo: &'a gix::Repository,
+    packs: &'a Packs,
+    thin: Option<&'a Known>,
     ofs_delta: bool,
-    /// Ids of all entries so far, only kept when deltas must name their base by id.
-    ids: Vec<ObjectId>,
+    compression: gix::zlib::Compression,
+    out: Hashing<'a>,
+    /// For the entries written from pack `current` so far: where each was in its
+    /// pack and where it is in ours, by the former (pack order).
+    placed: Vec<(u64, u64)>,
+    current: Option<usize>,
     stats: PackStats,
+    entry: Vec<u8>,
+    object: Vec<u8>,
 }
 
-impl<I> Iterator for Checked<I>
-where
-    I: Iterator<Item = gix::Result<Vec<output::Entry>>>,
-{
-    type Item = gix::Result<Vec<output::Entry>>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        let mut entries = match self.inner.next()? {
-            Ok(entries) => entries,
-            Err(err) => return Some(Err(err)),
-        };
-        for entry in &mut entries {
-            if entry.is_invalid() {
-                return Some(Err(ClientError(
-                    "an object to be sent is missing from the repository".into(),
-                )
-                .raise()));
-            }
-            match entry.kind {
-                output::entry::Kind::DeltaRef { object_index } => {
-                    self.stats.deltas += 1;
-                    if !self.ofs_delta {
-                        entry.kind = output::entry::Kind::DeltaOid {
-                            id: self.ids[object_index],
-                        };
-                    }
+impl Writer<'_> {
+    /// Copy the entry at `pos` of pack `n`, its delta base rewritten if it has one.
+    fn packed(&mut self, n: usize, pos: u32) -> Result<()> {
+        let pack = &self.packs.packs[n];
+        if self.current != Some(n) {
+            self.current = Some(n);
+            self.placed.clear();
+        }
+        let (offset, size) = pack.entry_at(pos);
+        // Large entries are read in pieces: the first holds the header.
+        let first = size.min(PIECE);
+        self.entry.resize(first, 0);
+        pack.read_entry_into(offset, &mut self.entry)?;
+        let entry = data::Entry::from_bytes(&self.entry, 0, gix::hash::Kind::Sha1)?;
+        let here = self.out.written;
+        let body = &self.entry[entry.data_offset as usize..];
+        let header = match entry.header {
+            Header::OfsDelta { base_distance } => {
+                let base = offset
+                    .checked_sub(base_distance)
+                    .ok_or("an offset delta's base lies before its pack")?;
+                let placed = self.placed.binary_search_by_key(&base, |p| p.0).ok();
+                match placed {
+                    Some(i) if self.ofs_delta => Some(Header::OfsDelta {
+                        base_distance: here - self.placed[i].1,
+                    }),
+                    _ => pack
+                        .id_at_offset(base)
+                        .filter(|id| {
+                            placed.is_some()
+                                || self.thin.is_some_and(|k| k.contains(self.packs, id))
+                        })
+                        .map(|base_id| Header::RefDelta { base_id }),
                 }
-                // Only in thin packs, against a base `Odb` let through.
-                output::entry::Kind::DeltaOid { .. } => self.stats.deltas += 1,
-                output::entry::Kind::Base(_) => {}
             }
-            if !self.ofs_delta {
-                self.ids.push(entry.id);
-            }
-            self.stats.objects += 1;
-        }
-        Some(Ok(entries))
-    }
-}
-
-/// What the [`Odb`] clones of all pack threads share.
-struct Shared {
-    counting: Mutex<Meter>,
-    /// Objects a delta may name by id (empty unless the pack is thin).
-    bases: HashSet<ObjectId>,
-    /// Per pack id: offsets and ids of its objects that are in `bases`, by offset.
-    offsets: Mutex<Vec<(u32, OffsetsAndIds)>>,
-}
-
-type OffsetsAndIds = Vec<(pack::data::Offset, ObjectId)>;
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// The object database seen through the pack pipeline: counts look-ups and hides
-/// the ids of objects that may not be thin bases.
-#[derive(Clone)]
-struct Odb<F> {
-    inner: F,
-    shared: Arc<Shared>,
-}
-
-impl<F: Find> Find for Odb<F> {
-    fn contains(&self, id: &gix::hash::oid) -> bool {
-        self.inner.contains(id)
-    }
-
-    fn try_find<'a>(
-        &self,
-        id: &gix::hash::oid,
-        buffer: &'a mut Vec<u8>,
-    ) -> gix::Result<Option<(gix::objs::Data<'a>, Option<pack::data::entry::Location>)>> {
-        self.inner.try_find(id, buffer)
-    }
-
-    fn try_find_cached<'a>(
-        &self,
-        id: &gix::hash::oid,
-        buffer: &'a mut Vec<u8>,
-        pack_cache: &mut dyn pack::cache::DecodeEntry,
-    ) -> gix::Result<Option<(gix::objs::Data<'a>, Option<pack::data::entry::Location>)>> {
-        self.inner.try_find_cached(id, buffer, pack_cache)
-    }
-
-    fn location_by_oid(
-        &self,
-        id: &gix::hash::oid,
-        buf: &mut Vec<u8>,
-    ) -> gix::Result<Option<pack::data::entry::Location>> {
-        let location = self.inner.location_by_oid(id, buf);
-        lock(&self.shared.counting).inc();
-        location
-    }
-
-    /// gix resolves the base of a stored offset delta whose base is not sent through
-    /// this list; a base left out of it makes gix send the whole object. gix asks
-    /// once per chunk of entries, so the filtered list is built once per pack.
-    fn pack_offsets_and_oid(&self, pack_id: u32) -> gix::Result<Option<OffsetsAndIds>> {
-        let mut cache = lock(&self.shared.offsets);
-        if let Some((_, list)) = cache.iter().find(|(id, _)| *id == pack_id) {
-            return Ok(Some(list.clone()));
-        }
-        let Some(mut list) = self.inner.pack_offsets_and_oid(pack_id)? else {
-            return Ok(None);
+            // git writes none when it repacks; a pack kept from a thin fetch may.
+            Header::RefDelta { .. } => None,
+            whole => Some(whole),
         };
-        list.retain(|(_, id)| self.shared.bases.contains(id));
-        list.sort_by_key(|(offset, _)| *offset);
-        cache.push((pack_id, list.clone()));
-        Ok(Some(list))
+        match header {
+            Some(header) => {
+                header.write_to(entry.decompressed_size, &mut self.out)?;
+                self.out.write_all(body)?;
+                let (mut at, end) = (offset + first as u64, offset + size as u64);
+                while at < end {
+                    self.entry.resize(PIECE.min((end - at) as usize), 0);
+                    pack.read_entry_into(at, &mut self.entry)?;
+                    self.out.write_all(&self.entry)?;
+                    at += self.entry.len() as u64;
+                }
+                self.stats.reused += 1;
+                self.stats.deltas += usize::from(header.is_delta());
+            }
+            None => {
+                let id = pack.index.oid_at_index(pack.index_at(pos)).to_owned();
+                self.whole(&id)?;
+            }
+        }
+        self.placed.push((offset, here));
+        Ok(())
     }
 
-    fn entry_by_location(
-        &self,
-        location: &pack::data::entry::Location,
-    ) -> Option<pack::find::Entry> {
-        self.inner.entry_by_location(location)
+    /// Send `id` as a whole object, deflated anew.
+    fn whole(&mut self, id: &gix::hash::oid) -> Result<()> {
+        use gix::objs::Find;
+        let Some(obj) = self.repo.objects.try_find(id, &mut self.object)? else {
+            return Err(ClientError::boxed(
+                "an object to be sent is missing from the repository",
+            ));
+        };
+        let count = output::Count::from_data(id, None);
+        let entry = output::Entry::from_data(&count, &obj, self.compression)?;
+        entry
+            .to_entry_header(data::Version::V2, |_| unreachable!("a whole object"))
+            .write_to(entry.decompressed_size as u64, &mut self.out)?;
+        self.out.write_all(&entry.compressed_data)?;
+        Ok(())
+    }
+}
+
+/// Writes through to the client while hashing for the pack's trailer.
+///
+/// Plain SHA-1 (with the CPU's SHA instructions where it has them), not gix's
+/// collision-detecting one: this hashes bytes we send, it checks nothing we receive,
+/// and at pack sizes the hash is most of the time a pack takes.
+struct Hashing<'a> {
+    inner: &'a mut dyn Write,
+    hasher: sha1::Sha1,
+    written: u64,
+}
+
+impl Write for Hashing<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.inner.write_all(buf)?;
+        self.hasher.update(buf);
+        self.written += buf.len() as u64;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
     }
 }

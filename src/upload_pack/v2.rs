@@ -74,6 +74,8 @@ where
                     t.deltas += stats.deltas;
                     t.reused += stats.reused;
                     t.bytes += stats.bytes;
+                    t.pack_reused += stats.pack_reused;
+                    t.bitmap |= stats.bitmap;
                 }
             }
             _ => unreachable!("read_command only accepts advertised commands"),

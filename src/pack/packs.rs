@@ -1,0 +1,243 @@
+//! The repository's pack files as gitd reads them itself: the index, the pack order
+//! (git's `.rev` file, or the index sorted by offset) and the data through `pread`.
+//!
+//! Why not through gix's object store:
+//! - gix learns an entry's compressed size only by inflating the entry
+//!   (`location_by_oid`), which is most of the time a pack takes to build. The size
+//!   is just the distance to the next entry in pack order, which the index tells.
+//! - gix maps packs into memory, and every page a clone touches stays in the
+//!   server's RSS: a clone of a 1 GiB pack would show 1 GiB. Entries that are only
+//!   copied through are read here into buffers of their own size instead, so memory
+//!   does not grow with the pack.
+
+use std::cell::OnceCell;
+use std::fs::File;
+use std::io::{Read, Seek};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use gix::ObjectId;
+use gix::odb::pack;
+use sha1::Digest;
+
+use super::write::Item;
+
+/// Length of a SHA-1 checksum; gitd serves SHA-1 repositories only.
+const HASH_LEN: usize = 20;
+
+/// One pack file with its index.
+pub struct Pack {
+    /// The `.pack` file.
+    pub path: PathBuf,
+    pub index: pack::index::File,
+    /// Index positions in pack order (by offset): git's reverse index.
+    order: Vec<u32>,
+    /// The other way round, made when first needed.
+    positions: OnceCell<Vec<u32>>,
+    data: File,
+    /// Where the last entry ends: the trailing checksum follows.
+    entries_end: u64,
+}
+
+impl Pack {
+    /// Open `path` (a `.pack`) with its `.idx`. Only version 2 packs whose index
+    /// matches are used; `None` for anything else (gix then serves their objects).
+    fn open(path: &Path) -> Option<Pack> {
+        let index =
+            pack::index::File::at(path.with_extension("idx"), gix::hash::Kind::Sha1).ok()?;
+        let data = File::open(path).ok()?;
+        let len = data.metadata().ok()?.len();
+        let mut header = [0u8; 12];
+        data.read_exact_at(&mut header, 0).ok()?;
+        let mut trailer = [0u8; HASH_LEN];
+        data.read_exact_at(&mut trailer, len.checked_sub(HASH_LEN as u64)?)
+            .ok()?;
+        let count = u32::from_be_bytes(header[8..12].try_into().expect("4 bytes"));
+        if &header[..8] != b"PACK\0\0\0\x02"
+            || count != index.num_objects()
+            || index.pack_checksum().as_slice() != trailer
+        {
+            return None;
+        }
+        let order = read_rev(path, &index).unwrap_or_else(|| {
+            let mut order: Vec<u32> = (0..index.num_objects()).collect();
+            order.sort_unstable_by_key(|i| index.pack_offset_at_index(*i));
+            order
+        });
+        Some(Pack {
+            path: path.to_owned(),
+            index,
+            order,
+            positions: OnceCell::new(),
+            data,
+            entries_end: len - HASH_LEN as u64,
+        })
+    }
+
+    pub fn num_objects(&self) -> u32 {
+        self.index.num_objects()
+    }
+
+    /// The trailing checksum: the pack's name, and what a bitmap names its pack by.
+    pub fn checksum(&self) -> ObjectId {
+        self.index.pack_checksum()
+    }
+
+    /// The index position of the object at `pos` in pack order.
+    pub fn index_at(&self, pos: u32) -> u32 {
+        self.order[pos as usize]
+    }
+
+    /// Offset and entry size of the object at `pos` in pack order.
+    pub fn entry_at(&self, pos: u32) -> (u64, usize) {
+        let offset = self.index.pack_offset_at_index(self.index_at(pos));
+        let end = match self.order.get(pos as usize + 1) {
+            Some(next) => self.index.pack_offset_at_index(*next),
+            None => self.entries_end,
+        };
+        (offset, (end - offset) as usize)
+    }
+
+    /// Position in pack order of the object at `offset` (which must be an entry's).
+    fn position_of_offset(&self, offset: u64) -> Option<u32> {
+        self.order
+            .binary_search_by_key(&offset, |i| self.index.pack_offset_at_index(*i))
+            .ok()
+            .map(|p| p as u32)
+    }
+
+    /// Position in pack order of `id`, if the pack has it.
+    pub fn position(&self, id: &gix::hash::oid) -> Option<u32> {
+        let index = self.index.lookup(id)?;
+        let positions = self.positions.get_or_init(|| {
+            let mut positions = vec![0; self.order.len()];
+            for (pos, index) in self.order.iter().enumerate() {
+                positions[*index as usize] = pos as u32;
+            }
+            positions
+        });
+        Some(positions[index as usize])
+    }
+
+    /// The size of the entry at `offset` (which must be an entry's).
+    pub fn entry_size_at_offset(&self, offset: u64) -> Option<usize> {
+        Some(self.entry_at(self.position_of_offset(offset)?).1)
+    }
+
+    /// Read the raw entry (header and compressed data) at `offset`.
+    pub fn read_entry(&self, offset: u64, size: usize) -> std::io::Result<Vec<u8>> {
+        let mut buf = vec![0u8; size];
+        self.data.read_exact_at(&mut buf, offset)?;
+        Ok(buf)
+    }
+
+    /// Read the raw entry (header and compressed data) at `offset`, as long as `buf`.
+    pub fn read_entry_into(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        self.data.read_exact_at(buf, offset)
+    }
+
+    /// The id of the object whose entry starts at `offset`.
+    pub fn id_at_offset(&self, offset: u64) -> Option<ObjectId> {
+        let pos = self.position_of_offset(offset)?;
+        Some(self.index.oid_at_index(self.index_at(pos)).to_owned())
+    }
+
+    /// Send the whole pack file as it is, which is a valid pack for a client that
+    /// wants exactly its objects, in owned pieces of `piece` bytes. Read with
+    /// `pread` (never mapped), so memory stays flat whatever the size.
+    pub fn copy_verbatim(
+        &self,
+        piece: usize,
+        send: &mut dyn FnMut(Vec<u8>) -> std::io::Result<()>,
+    ) -> std::io::Result<u64> {
+        let total = self.entries_end + HASH_LEN as u64;
+        // A handle of its own, read in order: `read_to_end` fills fresh buffers
+        // without zeroing them first.
+        let mut file = self.data.try_clone()?;
+        file.seek(std::io::SeekFrom::Start(0))?;
+        let mut file = file.take(total);
+        loop {
+            let mut buf = Vec::with_capacity(piece);
+            (&mut file).take(piece as u64).read_to_end(&mut buf)?;
+            if buf.is_empty() {
+                break;
+            }
+            send(buf)?;
+        }
+        if file.limit() > 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        Ok(total)
+    }
+}
+
+/// git's `.rev` file for the pack at `path`: "RIDX", version 1, hash id 1, the index
+/// positions in pack order, the pack's checksum and the file's own. Checked in full
+/// (a wrong order would cut entries at the wrong places); `None` if absent or bad.
+fn read_rev(path: &Path, index: &pack::index::File) -> Option<Vec<u32>> {
+    let bytes = std::fs::read(path.with_extension("rev")).ok()?;
+    let n = index.num_objects() as usize;
+    if bytes.len() != 12 + 4 * n + 2 * HASH_LEN || &bytes[..12] != b"RIDX\0\0\0\x01\0\0\0\x01" {
+        return None;
+    }
+    let (body, own) = bytes.split_at(bytes.len() - HASH_LEN);
+    if sha1::Sha1::digest(body)[..] != *own
+        || &body[body.len() - HASH_LEN..] != index.pack_checksum().as_slice()
+    {
+        return None;
+    }
+    let order: Vec<u32> = body[12..12 + 4 * n]
+        .chunks_exact(4)
+        .map(|c| u32::from_be_bytes(c.try_into().expect("4 bytes")))
+        .collect();
+    order.iter().all(|i| (*i as usize) < n).then_some(order)
+}
+
+/// All version 2 packs of a repository's object directory (not its alternates,
+/// whose objects are read through gix).
+#[derive(Default)]
+pub struct Packs {
+    pub packs: Vec<Pack>,
+}
+
+impl Packs {
+    pub fn open(objects_dir: &Path) -> Packs {
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(objects_dir.join("pack"))
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "pack"))
+            .collect();
+        paths.sort();
+        Packs {
+            packs: paths.iter().filter_map(|p| Pack::open(p)).collect(),
+        }
+    }
+
+    /// Which of our packs has `id`, and where in its pack order.
+    pub fn find(&self, id: &gix::hash::oid) -> Item {
+        self.packs
+            .iter()
+            .enumerate()
+            .find_map(|(pack, p)| {
+                Some(Item::Packed {
+                    pack,
+                    pos: p.position(id)?,
+                })
+            })
+            .unwrap_or(Item::Other(id.to_owned()))
+    }
+
+    /// The pack whose objects `items` are, all of them and nothing else (`items`
+    /// holds each object once).
+    pub fn whole(&self, items: &[Item]) -> Option<usize> {
+        let Some(Item::Packed { pack, .. }) = items.first() else {
+            return None;
+        };
+        let all_there = items.len() == self.packs[*pack].num_objects() as usize
+            && items
+                .iter()
+                .all(|i| matches!(i, Item::Packed { pack: p, .. } if p == pack));
+        all_there.then_some(*pack)
+    }
+}

@@ -1,0 +1,246 @@
+//! Choosing a pack's objects with a pack bitmap: what the wants reach, less what the
+//! client's commits reach, mostly without walking history (git's
+//! `pack-bitmap.c: prepare_bitmap_walk`).
+//!
+//! A commit with a bitmap contributes it whole. From a commit without one (a tip
+//! newer than the bitmap, or one git did not select) the walk goes on through its
+//! parents until it meets commits that have one or are already covered, and only
+//! then walks the trees of the commits it passed, which by then stop at objects the
+//! bitmaps already hold. Objects outside the bitmapped pack (loose, or in another
+//! pack) are kept by id, as git's "extended index" does. Bitmaps describe full
+//! closures, so an object found in a set has all it reaches there too: the walks stop
+//! at anything already in the set they build, or in the client's set.
+//!
+//! Unlike the commit walk (`rev-list --objects wants --not haves`), the client's
+//! side is its whole history, not only the trees at the boundary: objects that the
+//! client has from further back are not sent again, as with git's bitmaps.
+
+use std::rc::Rc;
+
+use gix::ObjectId;
+use gix::hashtable::HashSet;
+use gix::object::Kind;
+use gix::objs::commit::ref_iter::Token;
+use gix::objs::{CommitRefIter, TreeRefIter};
+
+use super::bitmap::{Bitmap, Bits};
+use super::objects::{Selection, peel_tag_chain};
+use super::packs::{Pack, Packs};
+use super::read::Reader;
+use super::write::Item;
+use crate::Result;
+
+/// Objects reached from some roots.
+pub struct Closure {
+    /// Those in the bitmapped pack.
+    pub bits: Bits,
+    /// Those elsewhere.
+    pub ext: HashSet<ObjectId>,
+}
+
+impl Closure {
+    fn new(len: u32) -> Closure {
+        Closure {
+            bits: Bits::new(len),
+            ext: HashSet::default(),
+        }
+    }
+
+    /// Whether `id`, at `pos` in the bitmapped pack if it is there, is in the set.
+    pub fn has(&self, id: &gix::hash::oid, pos: Option<u32>) -> bool {
+        match pos {
+            Some(p) => self.bits.get(p),
+            None => self.ext.contains(id),
+        }
+    }
+
+    fn add(&mut self, id: &gix::hash::oid, pos: Option<u32>) {
+        match pos {
+            Some(p) => self.bits.set(p),
+            None => {
+                self.ext.insert(id.to_owned());
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.bits.count() as usize + self.ext.len()
+    }
+}
+
+/// What a pack built from a bitmap holds.
+pub struct Selected {
+    /// The objects to send.
+    pub send: Closure,
+    /// Everything the client's commits reach (the possible thin-pack bases).
+    pub client: Closure,
+    pub client_has_objects: bool,
+}
+
+/// Whether a bitmap can answer `sel`: not for shallow fetches (the client's history
+/// and ours end at grafts, which bitmaps know nothing of) nor filters.
+pub fn applies(sel: &Selection) -> bool {
+    sel.filter.is_none() && sel.grafts.is_empty() && sel.extra_edges.is_empty()
+}
+
+/// The objects for `sel`, from the bitmap of our pack number `n`.
+pub fn select(
+    repo: &gix::Repository,
+    sel: &Selection,
+    packs: &Packs,
+    n: usize,
+    bitmap: Bitmap,
+) -> Result<Selected> {
+    let pack = &packs.packs[n];
+    let mut walk = Walk {
+        repo,
+        pack,
+        pack_number: n,
+        reader: Reader::new(packs),
+        bitmap,
+    };
+    let client = walk.closure(&sel.common, None)?;
+    let mut send = walk.closure(&sel.wants, Some(&client))?;
+    send.bits.and_not(&client.bits);
+
+    // include-tag: annotated tags whose peeled object is sent, with every tag of
+    // their chain, unless the client has them.
+    let mut tags = Vec::new();
+    for (tag, peeled) in &sel.include_tags {
+        if send.has(peeled, pack.position(peeled)) {
+            peel_tag_chain(repo, *tag, &mut tags)?;
+        }
+    }
+    for tag in tags {
+        let pos = pack.position(&tag);
+        if !client.has(&tag, pos) {
+            send.add(&tag, pos);
+        }
+    }
+    Ok(Selected {
+        send,
+        client,
+        client_has_objects: !sel.common.is_empty(),
+    })
+}
+
+struct Walk<'a> {
+    repo: &'a gix::Repository,
+    pack: &'a Pack,
+    /// Our pack number of `pack`.
+    pack_number: usize,
+    /// Reads the commits and trees of our packs (others through gix).
+    reader: Reader<'a>,
+    bitmap: Bitmap,
+}
+
+impl Walk<'_> {
+    /// Everything reachable from `roots` that `exclude` does not hold (an object in
+    /// it is not walked: it and all it reaches are in `exclude`).
+    fn closure(&mut self, roots: &[ObjectId], exclude: Option<&Closure>) -> Result<Closure> {
+        let mut c = Closure::new(self.bitmap.len());
+        let skip = |c: &Closure, id: &gix::hash::oid, pos| {
+            c.has(id, pos) || exclude.is_some_and(|x| x.has(id, pos))
+        };
+        let (mut commits, mut trees) = (Vec::new(), Vec::new());
+        for root in roots {
+            self.peel_root(*root, &mut c, &skip, &mut commits, &mut trees)?;
+        }
+        // Roots with bitmaps first, so that walks from the others stop early.
+        commits.sort_by_key(|id| self.bitmapped(id).is_some());
+        // Once the set holds the whole pack, nothing in the pack needs walking: the
+        // pack is closed under reachability. The common full clone of a repacked
+        // repository ends here, however far some tips are from a bitmapped commit.
+        let mut full = false;
+        let skip = |c: &Closure, id: &gix::hash::oid, pos: Option<u32>, full: bool| {
+            (full && pos.is_some()) || skip(c, id, pos)
+        };
+        while let Some(id) = commits.pop() {
+            let pos = self.pack.position(&id);
+            if skip(&c, &id, pos, full) {
+                continue;
+            }
+            if let Some(n) = self.bitmapped(&id) {
+                c.bits.or(&*self.bitmap.reachable(n)?);
+                full = c.bits.count() == self.bitmap.len();
+                continue;
+            }
+            c.add(&id, pos);
+            let data = self.object(&id, pos, Kind::Commit)?;
+            for token in CommitRefIter::from_bytes(&data, gix::hash::Kind::Sha1) {
+                match token? {
+                    Token::Tree { id } => trees.push(id),
+                    Token::Parent { id } => commits.push(id),
+                    _ => break,
+                }
+            }
+        }
+        while let Some(id) = trees.pop() {
+            let pos = self.pack.position(&id);
+            if skip(&c, &id, pos, full) {
+                continue;
+            }
+            c.add(&id, pos);
+            let data = self.object(&id, pos, Kind::Tree)?;
+            for entry in TreeRefIter::from_bytes(&data, gix::hash::Kind::Sha1) {
+                let entry = entry?;
+                if entry.mode.is_commit() {
+                    continue; // submodules are not ours to send
+                }
+                if entry.mode.is_tree() {
+                    trees.push(entry.oid.to_owned());
+                } else {
+                    let pos = self.pack.position(entry.oid);
+                    if !skip(&c, entry.oid, pos, full) {
+                        c.add(entry.oid, pos);
+                    }
+                }
+            }
+        }
+        Ok(c)
+    }
+
+    /// Sort a root into the commit or tree walk; tags on the way are added.
+    fn peel_root(
+        &mut self,
+        mut id: ObjectId,
+        c: &mut Closure,
+        skip: &impl Fn(&Closure, &gix::hash::oid, Option<u32>) -> bool,
+        commits: &mut Vec<ObjectId>,
+        trees: &mut Vec<ObjectId>,
+    ) -> Result<()> {
+        loop {
+            let obj = self.repo.find_object(id)?;
+            match obj.kind {
+                gix::object::Kind::Commit => commits.push(id),
+                gix::object::Kind::Tree => trees.push(id),
+                kind => {
+                    let pos = self.pack.position(&id);
+                    if skip(c, &id, pos) {
+                        return Ok(());
+                    }
+                    c.add(&id, pos);
+                    if kind == gix::object::Kind::Tag {
+                        id = obj.into_tag().target_id()?.detach();
+                        continue;
+                    }
+                }
+            }
+            return Ok(());
+        }
+    }
+
+    /// The data of `id`, a `kind`, at `pos` of the bitmapped pack if it is there.
+    fn object(&mut self, id: &gix::hash::oid, pos: Option<u32>, kind: Kind) -> Result<Rc<[u8]>> {
+        let item = pos.map(|pos| Item::Packed {
+            pack: self.pack_number,
+            pos,
+        });
+        self.reader.object(self.repo, id, item, kind)
+    }
+
+    /// The bitmap entry of commit `id`, if it has one.
+    fn bitmapped(&self, id: &gix::hash::oid) -> Option<usize> {
+        self.bitmap.entry_of(self.pack.index.lookup(id)?)
+    }
+}

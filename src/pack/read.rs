@@ -1,0 +1,257 @@
+//! Reading objects of our packs with `pread`, for the walks that choose a pack's
+//! objects.
+//!
+//! gix reads objects through a memory map of the pack, and every page it touches
+//! stays in the server's RSS: the few thousand trees a walk reads, spread over a large
+//! pack, showed as more than half of a clone's peak memory. Read into buffers of
+//! their own, they cost only their size. Deltas are resolved here too (git's delta
+//! format: copy-from-base and insert instructions); recently decoded objects are kept
+//! for the deltas based on them, within a bound.
+
+use std::collections::{HashMap, VecDeque};
+use std::rc::Rc;
+
+use gix::object::Kind;
+use gix::odb::pack::data::{self, entry::Header};
+
+use super::packs::Packs;
+use super::write::Item;
+use crate::Result;
+
+/// Decoded objects kept for later deltas, in bytes.
+const CACHE_BYTES: usize = 4 << 20;
+/// Longer delta chains than git ever writes (its default limit is 50) mean damage.
+const MAX_CHAIN: usize = 10_000;
+
+type Object = (Kind, Rc<[u8]>);
+
+pub struct Reader<'a> {
+    packs: &'a Packs,
+    inflate: gix::zlib::Inflate,
+    /// Decoded objects by pack number and offset, and in the order they came: the
+    /// oldest go first when the cache is full.
+    cache: HashMap<(usize, u64), Object>,
+    order: VecDeque<(usize, u64)>,
+    cached: usize,
+    buf: Vec<u8>,
+}
+
+impl<'a> Reader<'a> {
+    pub fn new(packs: &'a Packs) -> Self {
+        Reader {
+            packs,
+            inflate: gix::zlib::Inflate::default(),
+            cache: HashMap::new(),
+            order: VecDeque::new(),
+            cached: 0,
+            buf: Vec::new(),
+        }
+    }
+
+    /// The data of `id`, which must be a `kind`: from our packs where they have it
+    /// (at `item`, if already known), else through gix.
+    pub fn object(
+        &mut self,
+        repo: &gix::Repository,
+        id: &gix::hash::oid,
+        item: Option<Item>,
+        kind: Kind,
+    ) -> Result<Rc<[u8]>> {
+        let item = item.unwrap_or_else(|| self.packs.find(id));
+        let read = match item {
+            Item::Packed { pack, pos } => self.read(pack, pos)?,
+            Item::Other(_) => None,
+        };
+        let (found, data) = match read {
+            Some(object) => object,
+            None => {
+                use gix::objs::FindExt;
+                let obj = repo.objects.find(id, &mut self.buf)?;
+                (obj.kind, obj.data.into())
+            }
+        };
+        if found != kind {
+            return Err(format!("{id} is a {found}, not a {kind}").into());
+        }
+        Ok(data)
+    }
+
+    /// The object at `pos` in pack order of our pack `n`, or `None` if it is stored
+    /// as a ref-delta (git writes none when it repacks; gix reads those).
+    pub fn read(&mut self, n: usize, pos: u32) -> Result<Option<Object>> {
+        let pack = &self.packs.packs[n];
+        let mut at = pack.entry_at(pos).0;
+        let mut deltas = Vec::new();
+        let (kind, mut object) = loop {
+            if let Some(hit) = self.cache.get(&(n, at)) {
+                break hit.clone();
+            }
+            let size = pack.entry_size_at_offset(at).ok_or("no entry there")?;
+            let raw = pack.read_entry(at, size)?;
+            let entry = data::Entry::from_bytes(&raw, 0, gix::hash::Kind::Sha1)?;
+            let body = self.inflate(&raw[entry.data_offset as usize..], entry.decompressed_size)?;
+            match entry.header {
+                Header::OfsDelta { base_distance } => {
+                    if deltas.len() > MAX_CHAIN {
+                        return Err("delta chain too long".into());
+                    }
+                    deltas.push((at, body));
+                    at = at
+                        .checked_sub(base_distance)
+                        .ok_or("delta base out of the pack")?;
+                }
+                Header::RefDelta { .. } => return Ok(None),
+                whole => {
+                    let kind = whole.as_kind().expect("not a delta");
+                    break self.keep((n, at), kind, body);
+                }
+            }
+        };
+        for (at, delta) in deltas.into_iter().rev() {
+            object = self.keep((n, at), kind, apply_delta(&object, &delta)?).1;
+        }
+        Ok(Some((kind, object)))
+    }
+
+    fn inflate(&mut self, input: &[u8], size: u64) -> Result<Vec<u8>> {
+        let mut out = vec![0u8; usize::try_from(size)?];
+        self.inflate.reset();
+        let (status, _, written) = self.inflate.once(input, &mut out)?;
+        if status != gix::zlib::Status::StreamEnd || written != out.len() {
+            return Err("pack entry does not inflate to its size".into());
+        }
+        Ok(out)
+    }
+
+    fn keep(&mut self, at: (usize, u64), kind: Kind, data: Vec<u8>) -> Object {
+        let data: Rc<[u8]> = data.into();
+        self.cached += data.len();
+        self.cache.insert(at, (kind, data.clone()));
+        self.order.push_back(at);
+        while self.cached > CACHE_BYTES {
+            let Some(old) = self.order.pop_front() else {
+                break;
+            };
+            if let Some((_, gone)) = self.cache.remove(&old) {
+                self.cached -= gone.len();
+            }
+        }
+        (kind, data)
+    }
+}
+
+/// git's delta format: the base's size and the result's (little-endian base-128),
+/// then instructions: bit 7 set copies a range of the base (bits 0-3 say which
+/// offset bytes follow, bits 4-6 which size bytes; size 0 means 64 KiB), otherwise
+/// the byte is a count of literal bytes that follow.
+fn apply_delta(base: &[u8], delta: &[u8]) -> Result<Vec<u8>> {
+    let corrupt = || "corrupt delta";
+    let mut d = delta.iter().copied();
+    let mut size = || -> Result<usize> {
+        let (mut n, mut shift) = (0usize, 0);
+        loop {
+            let b = d.next().ok_or_else(corrupt)?;
+            n |= usize::from(b & 0x7f)
+                .checked_shl(shift)
+                .ok_or_else(corrupt)?;
+            shift += 7;
+            if b & 0x80 == 0 {
+                return Ok(n);
+            }
+        }
+    };
+    let (base_size, result_size) = (size()?, size()?);
+    if base_size != base.len() {
+        return Err(corrupt().into());
+    }
+    let mut out = Vec::with_capacity(result_size);
+    while let Some(cmd) = d.next() {
+        if cmd & 0x80 != 0 {
+            let mut field = |bits: u8, first: u32| -> Result<usize> {
+                let mut n = 0usize;
+                for i in 0..bits as u32 {
+                    if cmd & (1 << (first + i)) != 0 {
+                        n |= usize::from(d.next().ok_or_else(corrupt)?) << (8 * i);
+                    }
+                }
+                Ok(n)
+            };
+            let offset = field(4, 0)?;
+            let len = match field(3, 4)? {
+                0 => 0x10000,
+                n => n,
+            };
+            let range = base.get(offset..offset + len).ok_or_else(corrupt)?;
+            out.extend_from_slice(range);
+        } else if cmd != 0 {
+            for _ in 0..cmd {
+                out.push(d.next().ok_or_else(corrupt)?);
+            }
+        } else {
+            return Err(corrupt().into());
+        }
+    }
+    if out.len() != result_size {
+        return Err(corrupt().into());
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pack::packs::Packs;
+    use gix::objs::Find;
+    use std::process::Command;
+
+    /// Every object of a pack with long delta chains reads as gix reads it.
+    #[test]
+    fn objects_read_as_gix_reads_them() {
+        let dir = std::env::temp_dir().join(format!("gitd-read-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let script = r#"
+            set -e
+            git init -q w && cd w
+            for i in $(seq 1 40); do
+                seq 1 $((i * 50)) > a.txt; echo "change $i" >> b.txt
+                mkdir -p "d$((i % 4))"; echo $i > "d$((i % 4))/f"
+                git add -A && git commit -q -m "c$i"
+            done
+            git repack -adfq --depth=50 --window=50
+        "#;
+        let out = Command::new("sh")
+            .args(["-c", script])
+            .current_dir(&dir)
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_AUTHOR_NAME", "T")
+            .env("GIT_AUTHOR_EMAIL", "t@example.com")
+            .env("GIT_COMMITTER_NAME", "T")
+            .env("GIT_COMMITTER_EMAIL", "t@example.com")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let repo = gix::open(dir.join("w")).unwrap();
+        let packs = Packs::open(repo.objects.store_ref().path());
+        let pack = &packs.packs[0];
+        let mut reader = Reader::new(&packs);
+        let (mut buf, mut deltas) = (Vec::new(), 0);
+        for pos in 0..pack.num_objects() {
+            let id = pack.index.oid_at_index(pack.index_at(pos)).to_owned();
+            let (offset, size) = pack.entry_at(pos);
+            let raw = pack.read_entry(offset, size).unwrap();
+            let entry = data::Entry::from_bytes(&raw, 0, gix::hash::Kind::Sha1).unwrap();
+            deltas += usize::from(entry.header.is_delta());
+            let (kind, data) = reader.read(0, pos).unwrap().unwrap();
+            let expected = repo.objects.try_find(&id, &mut buf).unwrap().unwrap();
+            assert_eq!((kind, &*data), (expected.kind, expected.data), "{id}");
+        }
+        assert!(deltas > 50, "the pack has deltas to resolve: {deltas}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
