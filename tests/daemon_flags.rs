@@ -10,12 +10,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use support::{
-    Gitd, KillOnDrop, Raw, fixture, git, git_cmd, git_output, refs_of, scratch, wait_until,
+    Gitd, KillOnDrop, Raw, fixture, git, git_cmd, git_output, refs_of, rev, scratch, wait_until,
 };
-
-fn rev(repo: &Path, spec: &str) -> String {
-    git(repo, &["rev-parse", spec]).trim().to_string()
-}
 
 /// `git ls-remote` through a virtual host name.
 fn ls_remote_as(dir: &Path, url: &str, vhost: &str) -> std::process::Output {

@@ -10,12 +10,8 @@ use std::time::{Duration, Instant};
 
 use support::oracle::{git_bounded, ours_at};
 use support::{
-    Gitd, NotifySocket, Raw, fixture, git, git_output, pkt, refs_of, scratch, wait_until,
+    Gitd, NotifySocket, Raw, fixture, git, git_output, pkt, refs_of, rev, scratch, wait_until,
 };
-
-fn rev(repo: &Path, spec: &str) -> String {
-    git(repo, &["rev-parse", spec]).trim().to_string()
-}
 
 #[test]
 fn symlinks_out_of_the_base_path_are_refused() {

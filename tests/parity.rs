@@ -8,11 +8,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use support::oracle::{normalize, oracle, ours, pkt_lines as lines};
-use support::{Gitd, fixture, git, git_cmd, git_output, pkt, scratch};
-
-fn rev(repo: &Path, spec: &str) -> String {
-    git(repo, &["rev-parse", spec]).trim().to_string()
-}
+use support::{Gitd, fixture, git, git_cmd, git_output, pkt, rev, scratch};
 
 /// Outcome of `git fetch <url> <sha>` into a fresh repository: Ok(true) if the
 /// object arrived, Err(first error line) if the fetch failed.

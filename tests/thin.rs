@@ -18,7 +18,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use support::oracle::{oracle as oracle_upload_pack, ours_at};
-use support::{Gitd, git, git_cmd, pkt, scratch};
+use support::{Gitd, git, git_cmd, pkt, rev, scratch};
 
 /// Commits on `main`; `old` is `main~3`, `other` branches off `old`.
 const COMMITS: usize = 12;
@@ -170,10 +170,6 @@ fn objects(repo: &Path, spec: &str) -> BTreeSet<String> {
         .lines()
         .map(|l| l[..40].to_string())
         .collect()
-}
-
-fn rev(repo: &Path, spec: &str) -> String {
-    git(repo, &["rev-parse", spec]).trim().to_string()
 }
 
 /// A client of `url` holding only branch `old` (the non-default branch).
