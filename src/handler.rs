@@ -60,29 +60,31 @@ impl Handler {
             conn.drain(Duration::from_secs(1)).await;
         }
         self.activity.served(conn.bytes_sent());
+        // Field names become journal fields with the GITD_ prefix (GITD_REPO, …), so
+        // `journalctl -u git.service GITD_REPO=/x.git` finds a repository's requests.
         let peer = self.peer.map_or_else(|| "-".to_string(), |p| p.to_string());
         let host = log.host.as_deref().unwrap_or("-");
-        let path = log.path.as_deref().unwrap_or("-");
+        let repo = log.path.as_deref().unwrap_or("-");
         let service = log.service.unwrap_or("-");
-        let version = log.version.map_or(-1, |v| v as i32);
+        let protocol = log.version.map_or(-1, |v| v as i32);
         let objects = log.pack.map_or(0, |p| p.objects);
         let pack_reused = log.pack.map_or(0, |p| p.pack_reused);
         let bitmap = log.pack.is_some_and(|p| p.bitmap);
-        let (bytes, ms) = (conn.bytes_sent(), start.elapsed().as_millis());
+        let (bytes, duration_ms) = (conn.bytes_sent(), start.elapsed().as_millis());
         // One line per request, at a level that tells whether it went well.
         macro_rules! request {
             ($level:ident) => {
                 $level!(
                     peer,
                     host,
-                    path,
+                    repo,
                     service,
-                    version,
+                    protocol,
                     bytes,
                     objects,
                     pack_reused,
                     bitmap,
-                    ms,
+                    duration_ms,
                     outcome,
                     "request"
                 )

@@ -26,7 +26,11 @@ pub fn init(verbose: bool, destination: LogDestination) {
     if journal && let Ok(journald) = tracing_journald::layer() {
         tracing_subscriber::registry()
             .with(filter)
-            .with(journald.with_syslog_identifier("gitd".into()))
+            .with(
+                journald
+                    .with_syslog_identifier("gitd".into())
+                    .with_field_prefix(Some("GITD".into())),
+            )
             .init();
         return;
     }

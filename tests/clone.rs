@@ -59,7 +59,7 @@ fn mirror_clone_over_each_protocol_matches_the_served_repository() {
         );
     }
     let logs = gitd.logs();
-    for v in ["version=0", "version=1", "version=2"] {
+    for v in ["protocol=0", "protocol=1", "protocol=2"] {
         assert!(logs.contains(v), "no request logged with {v}:\n{logs}");
     }
 }
