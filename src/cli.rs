@@ -3,7 +3,10 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{ArgMatches, Args, Parser, Subcommand, ValueEnum};
+
+use crate::policy::{Policy, Services};
+use crate::request::Service;
 
 /// A git:// server for systemd socket activation, serving repositories with gix.
 #[derive(Debug, Parser)]
@@ -23,6 +26,23 @@ pub struct Cli {
 pub enum Command {
     /// Install git.socket and git.service as systemd user units.
     Install(InstallArgs),
+    /// Show which repositories would be served, and why others would not.
+    Check(CheckArgs),
+    /// Print the manual page (roff).
+    Man,
+    /// Print shell completions.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+/// `gitd check`: the server's own flags, so it can run as `ExecStartPre=` with the
+/// same arguments as `ExecStart=`.
+#[derive(Debug, Clone, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub serve: ServeArgs,
 }
 
 /// Flags of the server itself, spelled as `git daemon` spells them.
@@ -206,4 +226,70 @@ fn non_negative_seconds(s: &str) -> Result<f64, String> {
         Ok(v) if (0.0..1e9).contains(&v) => Ok(v),
         _ => Err(format!("'{s}' is not a number of seconds")),
     }
+}
+
+impl ServeArgs {
+    /// The access policy these flags describe (`matches` for the order of the
+    /// service switches).
+    pub fn policy(&self, matches: &ArgMatches) -> Policy {
+        Policy {
+            base_path: self.base_path.clone(),
+            base_path_relaxed: self.base_path_relaxed,
+            export_all: self.export_all,
+            strict_paths: self.strict_paths,
+            informative_errors: self.informative_errors && !self.no_informative_errors,
+            whitelist: self.directories.clone(),
+            interpolated_path: self.interpolated_path.clone(),
+            user_path: self.user_path.clone(),
+            services: services(matches),
+            access_hook: self.access_hook.clone(),
+            symlinks_outside_base: self.allow_symlinks_outside_base,
+        }
+    }
+}
+
+/// `--enable`/`--disable`/`--allow-override`/`--forbid-override`, applied in the order
+/// given on the command line (the last word on a service wins, as in git daemon).
+fn services(matches: &ArgMatches) -> Services {
+    let mut actions: Vec<(usize, &str, String)> = Vec::new();
+    for id in ["enable", "disable", "allow_override", "forbid_override"] {
+        if let (Some(values), Some(indices)) =
+            (matches.get_many::<String>(id), matches.indices_of(id))
+        {
+            actions.extend(indices.zip(values).map(|(i, v)| (i, id, v.clone())));
+        }
+    }
+    actions.sort_by_key(|(i, _, _)| *i);
+    let mut services = Services::default();
+    for (_, action, name) in actions {
+        let s = services.get_mut(Service::from_name(&name).expect("validated by clap"));
+        match action {
+            "enable" => s.enabled = true,
+            "disable" => s.enabled = false,
+            "allow_override" => s.overridable = true,
+            _ => s.overridable = false,
+        }
+    }
+    services
+}
+
+/// The manual page, generated from the flag definitions.
+pub fn man_page() -> Vec<u8> {
+    let mut out = Vec::new();
+    clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
+        .render(&mut out)
+        .expect("writing to a Vec");
+    out
+}
+
+/// Completions for `shell`.
+pub fn completions(shell: clap_complete::Shell) -> Vec<u8> {
+    let mut out = Vec::new();
+    clap_complete::generate(
+        shell,
+        &mut <Cli as clap::CommandFactory>::command(),
+        "gitd",
+        &mut out,
+    );
+    out
 }

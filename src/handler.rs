@@ -200,7 +200,7 @@ fn open(
 
 /// `extensions.objectFormat` of a repository, read directly from its config file
 /// (gix refuses to open repositories in formats it was built without).
-fn object_format(git_dir: &std::path::Path) -> Option<String> {
+pub(crate) fn object_format(git_dir: &std::path::Path) -> Option<String> {
     let config = gix::config::File::from_path_no_includes(
         git_dir.join("config"),
         gix::config::Source::Local,

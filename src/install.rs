@@ -79,6 +79,7 @@ fn install(args: &InstallArgs) -> Result<ExitCode, String> {
         unit_dir.display(),
         base.display()
     );
+    install_docs(&home)?;
 
     let standalone = format!(
         "{} --base-path={}{} --port={}",
@@ -106,8 +107,45 @@ fn install(args: &InstallArgs) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn write(path: &Path, content: &str) -> Result<(), String> {
+fn write(path: &Path, content: impl AsRef<[u8]>) -> Result<(), String> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
     std::fs::write(path, content).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// The manual page and shell completions, where `man` and the shells look for a
+/// user's own: `~/.local/share/man/man1`, bash-completion's and fish's user
+/// directories, and `~/.local/share/zsh/site-functions` (add it to `fpath`).
+fn install_docs(home: &Path) -> Result<(), String> {
+    let data = match std::env::var_os("XDG_DATA_HOME") {
+        Some(d) if !d.is_empty() => PathBuf::from(d),
+        _ => home.join(".local/share"),
+    };
+    let config = match std::env::var_os("XDG_CONFIG_HOME") {
+        Some(d) if !d.is_empty() => PathBuf::from(d),
+        _ => home.join(".config"),
+    };
+    use clap_complete::Shell;
+    write(&data.join("man/man1/gitd.1"), crate::cli::man_page())?;
+    write(
+        &data.join("bash-completion/completions/gitd"),
+        crate::cli::completions(Shell::Bash),
+    )?;
+    write(
+        &data.join("zsh/site-functions/_gitd"),
+        crate::cli::completions(Shell::Zsh),
+    )?;
+    write(
+        &config.join("fish/completions/gitd.fish"),
+        crate::cli::completions(Shell::Fish),
+    )?;
+    println!(
+        "wrote the manual page ({}) and shell completions",
+        data.join("man/man1/gitd.1").display()
+    );
+    Ok(())
 }
 
 fn systemctl(args: &[&str]) -> Result<(), String> {

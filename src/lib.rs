@@ -10,6 +10,7 @@
 //! [`pack`] builds the packfile. The binary in `main.rs` is a thin layer over this.
 
 pub mod activation;
+pub mod check;
 pub mod cli;
 pub mod connection;
 #[doc(hidden)]

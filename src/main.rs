@@ -5,16 +5,22 @@ use std::time::Duration;
 
 use clap::{ArgMatches, CommandFactory, FromArgMatches, parser::ValueSource};
 use gitd::cli::{Cli, Command, LogDestination, ServeArgs};
-use gitd::policy::{Policy, Services};
-use gitd::request::Service;
 use gitd::server::{self, Config};
-use gitd::{activation, install, logging, privileges, shutdown};
+use gitd::{activation, check, install, logging, privileges, shutdown};
 
 fn main() -> ExitCode {
     let matches = Cli::command().get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     match cli.command {
         Some(Command::Install(args)) => install::run(&args),
+        Some(Command::Check(args)) => {
+            let sub = matches
+                .subcommand_matches("check")
+                .expect("the check subcommand");
+            check::run(&args.serve.policy(sub))
+        }
+        Some(Command::Man) => print_or_fail(gitd::cli::man_page()),
+        Some(Command::Completions { shell }) => print_or_fail(gitd::cli::completions(shell)),
         None => serve(cli.serve, &matches),
     }
 }
@@ -57,19 +63,7 @@ fn serve(args: ServeArgs, matches: &ArgMatches) -> ExitCode {
         None => None,
     };
     let mut config = Config {
-        policy: Policy {
-            base_path: args.base_path.clone(),
-            base_path_relaxed: args.base_path_relaxed,
-            export_all: args.export_all,
-            strict_paths: args.strict_paths,
-            informative_errors: args.informative_errors && !args.no_informative_errors,
-            whitelist: args.directories.clone(),
-            interpolated_path: args.interpolated_path.clone(),
-            user_path: args.user_path.clone(),
-            services: services(matches),
-            access_hook: args.access_hook.clone(),
-            symlinks_outside_base: args.allow_symlinks_outside_base,
-        },
+        policy: args.policy(matches),
         max_connections: args.max_connections,
         init_timeout: Duration::from_secs(args.init_timeout),
         timeout: Duration::from_secs(args.timeout),
@@ -131,31 +125,6 @@ fn serve(args: ServeArgs, matches: &ArgMatches) -> ExitCode {
     }
 }
 
-/// `--enable`/`--disable`/`--allow-override`/`--forbid-override`, applied in the order
-/// given on the command line (the last word on a service wins, as in git daemon).
-fn services(matches: &ArgMatches) -> Services {
-    let mut actions: Vec<(usize, &str, String)> = Vec::new();
-    for id in ["enable", "disable", "allow_override", "forbid_override"] {
-        if let (Some(values), Some(indices)) =
-            (matches.get_many::<String>(id), matches.indices_of(id))
-        {
-            actions.extend(indices.zip(values).map(|(i, v)| (i, id, v.clone())));
-        }
-    }
-    actions.sort_by_key(|(i, _, _)| *i);
-    let mut services = Services::default();
-    for (_, action, name) in actions {
-        let s = services.get_mut(Service::from_name(&name).expect("validated by clap"));
-        match action {
-            "enable" => s.enabled = true,
-            "disable" => s.enabled = false,
-            "allow_override" => s.overridable = true,
-            _ => s.overridable = false,
-        }
-    }
-    services
-}
-
 /// Every connection is a file descriptor: lift the soft limit (often 1024) to the
 /// hard one, as servers do, so --max-connections is the limit rather than EMFILE.
 fn raise_fd_limit() {
@@ -171,5 +140,13 @@ fn raise_fd_limit() {
                 );
             }
         }
+    }
+}
+
+fn print_or_fail(text: Vec<u8>) -> ExitCode {
+    use std::io::Write;
+    match std::io::stdout().write_all(&text) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(_) => ExitCode::FAILURE,
     }
 }

@@ -414,3 +414,43 @@ fn server_options_are_accepted_in_v2() {
     );
     assert_eq!(rev(&dest, "main"), rev(&repo, "main"));
 }
+
+#[test]
+fn bundle_uri_matches_git() {
+    let dir = scratch("bundle-uri");
+    let repo = fixture(&dir, "repo.git", 5);
+    let gitd = Gitd::start(&dir, &[&format!("--base-path={}", dir.display())]);
+    let req = v2_request("bundle-uri", &[]);
+    // Not advertised: refused, as git refuses an unknown command.
+    let ours_raw = ours(gitd.port, true, &req);
+    assert!(
+        lines(&ours_raw)
+            .iter()
+            .any(|l| l.starts_with("ERR invalid command 'bundle-uri'")),
+        "{:?}",
+        lines(&ours_raw)
+    );
+    git(&repo, &["config", "uploadpack.advertiseBundleURIs", "true"]);
+    git(&repo, &["config", "bundle.version", "1"]);
+    git(&repo, &["config", "bundle.mode", "all"]);
+    git(
+        &repo,
+        &[
+            "config",
+            "bundle.Base.uri",
+            "https://example.com/base.bundle",
+        ],
+    );
+    git(&repo, &["config", "bundle.Base.creationToken", "100"]);
+    let (o, t) = v2_both(&repo, gitd.port, &req);
+    let adv = |l: &Vec<String>| l.iter().any(|x| x == "bundle-uri\n");
+    assert!(
+        adv(&lines(&ours(gitd.port, true, b"0000"))),
+        "advertised once enabled"
+    );
+    assert_eq!(o, t);
+    assert!(
+        o.contains(&"bundle.Base.uri=https://example.com/base.bundle".to_string()),
+        "{o:?}"
+    );
+}

@@ -34,6 +34,10 @@ pub struct UploadPackConfig {
     pub allow_sideband_all: bool,
     /// `lsrefs.unborn`: advertise (default), allow, or ignore.
     pub unborn: Unborn,
+    /// `uploadpack.advertiseBundleURIs`: offer the v2 `bundle-uri` command.
+    pub advertise_bundle_uris: bool,
+    /// Every `bundle.*` setting as `key=value`, in config order, for `bundle-uri`.
+    pub bundle_lines: Vec<BString>,
 }
 
 /// `lsrefs.unborn`.
@@ -68,7 +72,36 @@ impl UploadPackConfig {
             }
         }
         let filters = FilterConfig::read(file);
+        // bundle-uri sends the repository's `bundle.*` settings verbatim, keys in
+        // git's canonical form: section and name lower-cased, subsection as written.
+        let mut bundle_lines = Vec::new();
+        for section in file.sections() {
+            if !section.header().name().eq_ignore_ascii_case(b"bundle") {
+                continue;
+            }
+            let sub = section
+                .header()
+                .subsection_name()
+                .map(|s| format!("{}.", s.to_str_lossy()));
+            let body = section.body();
+            let mut seen: std::collections::HashMap<String, usize> = Default::default();
+            for name in body.value_names() {
+                let n = seen.entry(name.to_lowercase()).or_default();
+                let value = body.values(&name).get(*n).cloned().unwrap_or_default();
+                *n += 1;
+                let mut line: BString = format!(
+                    "bundle.{}{}=",
+                    sub.as_deref().unwrap_or(""),
+                    name.to_lowercase()
+                )
+                .into();
+                line.extend_from_slice(&value);
+                bundle_lines.push(line);
+            }
+        }
         UploadPackConfig {
+            advertise_bundle_uris: flag("uploadpack.advertiseBundleURIs"),
+            bundle_lines,
             allow: AllowUnadvertised {
                 tip: any || flag("uploadpack.allowTipSHA1InWant"),
                 reachable: any || flag("uploadpack.allowReachableSHA1InWant"),

@@ -21,7 +21,7 @@ use crate::{ClientError, Result};
 const TOO_MANY_PREFIXES: usize = 100;
 
 /// Commands gitd serves in v2.
-const COMMANDS: [&[u8]; 3] = [b"ls-refs", b"fetch", b"object-info"];
+const COMMANDS: [&[u8]; 4] = [b"ls-refs", b"fetch", b"object-info", b"bundle-uri"];
 
 /// One v2 request: `command=<name>`, capability lines, and arguments.
 #[derive(Debug, Default)]
@@ -59,6 +59,9 @@ where
     conn.text("server-option");
     conn.text("object-format=sha1");
     conn.text("object-info");
+    if cfg.advertise_bundle_uris {
+        conn.text("bundle-uri");
+    }
     conn.flush_pkt();
     conn.flush().await?;
 
@@ -67,6 +70,7 @@ where
         match command.name.as_slice() {
             b"ls-refs" => ls_refs(conn, repo, cfg, &command.args).await?,
             b"object-info" => object_info(conn, repo, &command.args).await?,
+            b"bundle-uri" if cfg.advertise_bundle_uris => bundle_uri(conn, cfg, &command.args)?,
             b"fetch" => {
                 if let Some(stats) = fetch(conn, repo, cfg, &command.args).await? {
                     let t = total.get_or_insert_with(PackStats::default);
@@ -78,7 +82,13 @@ where
                     t.bitmap |= stats.bitmap;
                 }
             }
-            _ => unreachable!("read_command only accepts advertised commands"),
+            // Known but not advertised for this repository (bundle-uri).
+            other => {
+                return Err(ClientError::boxed(format!(
+                    "invalid command '{}'",
+                    crate::escape(other)
+                )));
+            }
         }
         conn.flush().await?;
     }
@@ -251,6 +261,27 @@ async fn object_info<S: AsyncRead + AsyncWrite + Unpin>(
     // git writes these lines without a trailing newline.
     for line in lines {
         conn.data(line.as_bytes());
+    }
+    conn.flush_pkt();
+    Ok(())
+}
+
+/// `bundle-uri`: the repository's `bundle.*` settings, so a client can seed a clone
+/// from static bundle files before fetching the rest.
+fn bundle_uri<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Connection<S>,
+    cfg: &UploadPackConfig,
+    args: &[Vec<u8>],
+) -> Result<()> {
+    if let Some(arg) = args.first() {
+        return Err(ClientError::boxed(format!(
+            "bundle-uri: unexpected argument: '{}'",
+            crate::escape(arg)
+        )));
+    }
+    // Written without a trailing newline, as git writes them.
+    for line in &cfg.bundle_lines {
+        conn.data(line);
     }
     conn.flush_pkt();
     Ok(())
