@@ -27,7 +27,7 @@ pub enum Command {
     /// Install git.socket and git.service as systemd user units.
     Install(InstallArgs),
     /// Show which repositories would be served, and why others would not.
-    Check(CheckArgs),
+    Check(Box<CheckArgs>),
     /// Print the manual page (roff).
     Man,
     /// Print shell completions.
