@@ -7,8 +7,10 @@
 //! suffices to catch damage, and is fast), keeping
 //! only where each commit's bitmap is; bitmaps are then read on demand. The
 //! optional sections after the bitmaps (pseudo-merges, lookup table, name-hash
-//! cache) are not needed and only hashed. Multi-pack-index bitmaps are not read: with
-//! only such a bitmap, packs are built by walking, as without any.
+//! cache) are not needed and only hashed. The type bitmaps that come first (which
+//! objects are commits, trees, blobs, tags) are read only for partial clone
+//! filters. Multi-pack-index bitmaps are not read: with only such a bitmap, packs
+//! are built by walking, as without any.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -16,6 +18,7 @@ use std::io::{BufReader, Read};
 use std::os::unix::fs::FileExt;
 use std::rc::Rc;
 
+use gix::object::Kind;
 use sha1::Digest;
 
 use super::packs::Pack;
@@ -44,6 +47,14 @@ impl Bits {
 
     pub fn set(&mut self, i: u32) {
         self.0[i as usize / 64] |= 1 << (i % 64);
+    }
+
+    pub fn unset(&mut self, i: u32) {
+        self.0[i as usize / 64] &= !(1 << (i % 64));
+    }
+
+    pub fn and(&mut self, other: &Bits) {
+        self.0.iter_mut().zip(&other.0).for_each(|(a, b)| *a &= b);
     }
 
     pub fn or(&mut self, other: &Bits) {
@@ -87,6 +98,9 @@ pub struct Bitmap {
     file: File,
     /// Objects in the pack, so bits in each bitmap.
     len: u32,
+    /// Where the type bitmaps are (commits, trees, blobs, tags: which objects of the
+    /// pack are of each kind), read when a filter needs them.
+    types: [(u64, u32); 4],
     entries: Vec<Entry>,
     /// Entry number by the commit's position in the pack's index.
     by_commit: HashMap<u32, usize>,
@@ -131,10 +145,7 @@ impl Bitmap {
         }
         let count = u32::from_be_bytes(header[8..12].try_into().expect("4 bytes"));
         let len = pack.num_objects();
-        // The type bitmaps (commits, trees, blobs, tags) are not needed.
-        for _ in 0..4 {
-            r.ewah()?;
-        }
+        let types = [r.ewah()?, r.ewah()?, r.ewah()?, r.ewah()?];
         let mut entries = Vec::with_capacity(count.min(1 << 20) as usize);
         let mut by_commit = HashMap::new();
         for n in 0..count as usize {
@@ -166,6 +177,7 @@ impl Bitmap {
         Ok(Bitmap {
             file,
             len,
+            types,
             entries,
             by_commit,
             cache: HashMap::new(),
@@ -218,14 +230,31 @@ impl Bitmap {
         Ok(bits.expect("at least one entry"))
     }
 
-    /// Decode the EWAH bitmap of entry `n` (see the format's Appendix A): a series
-    /// of run-length words (bit 0: the repeated bit, bits 1-32: how many words of
-    /// it, bits 33-63: how many literal words follow), each followed by its literal
-    /// words. git leaves trailing zero words out.
+    /// The objects of the pack that are of `kind`, from the type bitmaps: what
+    /// partial clone filters leave out, without looking at any object.
+    pub fn of_kind(&self, kind: Kind) -> Result<Bits> {
+        let (at, words) = match kind {
+            Kind::Commit => self.types[0],
+            Kind::Tree => self.types[1],
+            Kind::Blob => self.types[2],
+            Kind::Tag => self.types[3],
+        };
+        self.decode_at(at, words)
+    }
+
+    /// Decode the EWAH bitmap of entry `n`.
     fn decode(&self, n: usize) -> Result<Bits> {
         let e = &self.entries[n];
-        let mut raw = vec![0u8; e.words as usize * 8];
-        self.file.read_exact_at(&mut raw, e.words_at)?;
+        self.decode_at(e.words_at, e.words)
+    }
+
+    /// Decode the EWAH bitmap of `words` words at `at` (see the format's Appendix A):
+    /// a series of run-length words (bit 0: the repeated bit, bits 1-32: how many
+    /// words of it, bits 33-63: how many literal words follow), each followed by its
+    /// literal words. git leaves trailing zero words out.
+    fn decode_at(&self, at: u64, words: u32) -> Result<Bits> {
+        let mut raw = vec![0u8; words as usize * 8];
+        self.file.read_exact_at(&mut raw, at)?;
         let words = raw
             .chunks_exact(8)
             .map(|c| u64::from_be_bytes(c.try_into().expect("8 bytes")));

@@ -75,6 +75,18 @@ impl Filter {
         }
         Ok(())
     }
+
+    /// Whether the filter can be applied to what a pack bitmap selects, by object
+    /// kind and size alone (git's `can_filter_bitmap`): `tree:<depth>` only at depth
+    /// 0, where it does not depend on where in a tree an object is.
+    pub fn bitmap_able(&self) -> bool {
+        match self {
+            Filter::BlobNone | Filter::BlobLimit(_) | Filter::ObjectType(_) => true,
+            Filter::TreeDepth(depth) => *depth == 0,
+            Filter::SparseOid(_) => false,
+            Filter::Combine(subs) => subs.iter().all(Filter::bitmap_able),
+        }
+    }
 }
 
 fn parse_spec(arg: &[u8]) -> std::result::Result<Filter, String> {

@@ -6,6 +6,7 @@
 //! most a few chunks are in memory per clone.
 
 mod bitmap;
+mod bitmap_filter;
 pub mod filter;
 mod filtered;
 pub mod objects;

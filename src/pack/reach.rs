@@ -24,6 +24,8 @@ use gix::objs::commit::ref_iter::Token;
 use gix::objs::{CommitRefIter, TreeRefIter};
 
 use super::bitmap::{Bitmap, Bits};
+use super::bitmap_filter;
+use super::filter::Filter;
 use super::objects::{Selection, peel_tag_chain};
 use super::packs::{Pack, Packs};
 use super::read::Reader;
@@ -54,7 +56,7 @@ impl Closure {
         }
     }
 
-    fn add(&mut self, id: &gix::hash::oid, pos: Option<u32>) {
+    pub fn add(&mut self, id: &gix::hash::oid, pos: Option<u32>) {
         match pos {
             Some(p) => self.bits.set(p),
             None => {
@@ -78,9 +80,12 @@ pub struct Selected {
 }
 
 /// Whether a bitmap can answer `sel`: not for shallow fetches (the client's history
-/// and ours end at grafts, which bitmaps know nothing of) nor filters.
+/// and ours end at grafts, which bitmaps know nothing of), nor for filters that
+/// depend on where an object is in a tree.
 pub fn applies(sel: &Selection) -> bool {
-    sel.filter.is_none() && sel.grafts.is_empty() && sel.extra_edges.is_empty()
+    sel.filter.as_ref().is_none_or(Filter::bitmap_able)
+        && sel.grafts.is_empty()
+        && sel.extra_edges.is_empty()
 }
 
 /// The objects for `sel`, from the bitmap of our pack number `n`.
@@ -102,6 +107,9 @@ pub fn select(
     let client = walk.closure(&sel.common, None)?;
     let mut send = walk.closure(&sel.wants, Some(&client))?;
     send.bits.and_not(&client.bits);
+    if let Some(filter) = &sel.filter {
+        bitmap_filter::apply(repo, pack, &walk.bitmap, filter, &sel.wants, &mut send)?;
+    }
 
     // include-tag: annotated tags whose peeled object is sent, with every tag of
     // their chain, unless the client has them.
