@@ -24,7 +24,7 @@ use gix::ObjectId;
 use gix::hashtable::HashSet;
 use gix::odb::pack::data::{self, entry::Header, output};
 
-use super::packs::Packs;
+use super::packs::{Packs, ReadAhead};
 use super::reach::Closure;
 use crate::{ClientError, Result};
 
@@ -101,6 +101,7 @@ pub fn write_pack(
         current: None,
         stats: PackStats::default(),
         entry: Vec::new(),
+        ahead: ReadAhead::default(),
         object: Vec::new(),
     };
     let mut header = *b"PACK\0\0\0\x02\0\0\0\0";
@@ -139,6 +140,7 @@ struct Writer<'a> {
     current: Option<usize>,
     stats: PackStats,
     entry: Vec<u8>,
+    ahead: ReadAhead,
     object: Vec<u8>,
 }
 
@@ -154,7 +156,7 @@ impl Writer<'_> {
         // Large entries are read in pieces: the first holds the header.
         let first = size.min(PIECE);
         self.entry.resize(first, 0);
-        pack.read_entry_into(offset, &mut self.entry)?;
+        self.ahead.read(self.packs, n, offset, &mut self.entry)?;
         let entry = data::Entry::from_bytes(&self.entry, 0, gix::hash::Kind::Sha1)?;
         let here = self.out.written;
         let body = &self.entry[entry.data_offset as usize..];
