@@ -183,6 +183,8 @@ impl Sub {
 
 /// Memory for decoded trees during a filtered walk.
 const TREE_CACHE_BYTES: usize = 32 << 20;
+/// Memory for the delta bases of trees during a filtered walk.
+const PACK_CACHE_BYTES: usize = 8 << 20;
 
 /// A step of the depth-first tree walk.
 enum Frame {
@@ -224,11 +226,21 @@ pub fn walk(
     seen: &mut HashSet<ObjectId>,
     out: &mut Vec<ObjectId>,
 ) -> Result<()> {
-    // Under `combine:` with `tree:<depth>` git walks every commit's whole tree again
-    // (the sub-filters keep their own seen sets); caching the decoded trees keeps
-    // that from inflating each tree once per commit.
+    // Under `tree:<depth>` a tree may be walked again (met closer to the root), and
+    // under `combine:` with it git walks every commit's whole tree again (the
+    // sub-filters keep their own seen sets); caching the decoded trees keeps that
+    // from inflating each tree once per commit. Other filters read each tree once,
+    // and copying it into a cache would only cost time. The pack cache holds delta
+    // bases, looked up by hash rather than along a list: most trees are deltas.
     let mut repo = repo.clone();
-    repo.object_cache_size_if_unset(TREE_CACHE_BYTES);
+    if rewalks(filter) {
+        repo.object_cache_size_if_unset(TREE_CACHE_BYTES);
+    }
+    repo.objects.set_pack_cache(|| {
+        Box::new(gix::odb::pack::cache::lru::MemoryCappedHashmap::new(
+            PACK_CACHE_BYTES,
+        ))
+    });
     let repo = &repo;
     let mut w = Walk {
         repo,
@@ -262,6 +274,15 @@ pub fn walk(
         w.process(tree, true, false)?;
     }
     Ok(())
+}
+
+/// Whether the walk may read a tree more than once under `filter`.
+fn rewalks(filter: &Filter) -> bool {
+    match filter {
+        Filter::TreeDepth(_) => true,
+        Filter::Combine(subs) => subs.iter().any(rewalks),
+        _ => false,
+    }
 }
 
 impl Walk<'_> {
