@@ -295,6 +295,23 @@ mod tests {
     }
 
     #[test]
+    fn bitmaps_answer_filters_by_kind_and_size_only() {
+        let able = |spec: &str| Filter::parse(spec.as_bytes()).unwrap().bitmap_able();
+        for spec in [
+            "blob:none",
+            "blob:limit=1k",
+            "tree:0",
+            "object:type=tag",
+            "combine:blob:limit=1+object:type=blob+tree:0",
+        ] {
+            assert!(able(spec), "{spec}");
+        }
+        for spec in ["tree:1", "combine:blob:none+tree:2", "sparse:oid=main:x"] {
+            assert!(!able(spec), "{spec}");
+        }
+    }
+
+    #[test]
     fn allow_lists_and_max_depth() {
         let mut cfg = UploadPackConfig {
             filter_allow_default: true,
