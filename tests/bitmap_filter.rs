@@ -6,11 +6,14 @@
 
 mod support;
 
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::process::{Output, Stdio};
 use std::time::Duration;
 
-use support::{Gitd, add_commits, fixture, git, git_bounded, scratch};
+use support::{
+    Gitd, Raw, add_commits, fixture, git, git_bounded, git_cmd, pkt, scratch, wait_bounded,
+};
 
 /// Every git process gets this long before the test fails.
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -262,6 +265,113 @@ fn fetches_into_partial_clones_receive_what_git_sends() {
         );
         fsck(&ours);
     }
+    for r in requests(&gitd) {
+        assert!(r.contains("bitmap=true"), "{r}");
+    }
+}
+
+/// A v2 fetch of `args` from gitd and from `git upload-pack`: the objects of each
+/// pack, as "<id> <type>" lines.
+fn v2_fetch(gitd: &Gitd, repo: &Path, args: &[String]) -> [Vec<String>; 2] {
+    let mut req = pkt(b"command=fetch\n");
+    req.extend(b"0001");
+    for a in args {
+        req.extend(pkt(format!("{a}\n").as_bytes()));
+    }
+    req.extend(b"0000");
+    let mut raw = Raw::connect(gitd.port);
+    raw.send_pkt(b"git-upload-pack /repo.git\0host=localhost\0\0version=2\0")
+        .send(&req);
+    let _ = raw.stream.shutdown(std::net::Shutdown::Write);
+    let mut ours = Vec::new();
+    raw.stream.read_to_end(&mut ours).unwrap();
+    let mut cmd = git_cmd(repo);
+    cmd.env("GIT_PROTOCOL", "version=2")
+        .args(["upload-pack", "."])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    child.stdin.take().unwrap().write_all(&req).unwrap();
+    let theirs = wait_bounded(child, TIMEOUT).stdout;
+    [ours, theirs].map(|bytes| pack_objects(&bytes))
+}
+
+/// The objects of the pack in a v2 fetch response (side-band channel 1 after the
+/// `packfile` section header), through `git index-pack`.
+fn pack_objects(mut bytes: &[u8]) -> Vec<String> {
+    let mut pack = Vec::new();
+    while bytes.len() >= 4 {
+        let n = usize::from_str_radix(std::str::from_utf8(&bytes[..4]).unwrap(), 16).unwrap();
+        if n < 4 {
+            bytes = &bytes[4..];
+            continue;
+        }
+        if bytes[4] == 1 {
+            pack.extend_from_slice(&bytes[5..n]);
+        }
+        bytes = &bytes[n..];
+    }
+    assert!(pack.starts_with(b"PACK"), "no pack");
+    let check = scratch("bmfilter-pack");
+    git(&check, &["init", "-q", "--bare", "."]);
+    let mut child = git_cmd(&check)
+        .args(["index-pack", "--stdin"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(&pack).unwrap();
+    let out = wait_bounded(child, TIMEOUT);
+    assert!(out.status.success(), "index-pack: {}", stderr(&out));
+    objects(&check)
+}
+
+/// Objects named in wants are kept whatever the filter, as git's bitmap path keeps
+/// its "tips": trees and blobs, commits under `object:type`, and the root tree of a
+/// wanted commit when it is wanted too (which git's walk would filter).
+#[test]
+fn wanted_objects_are_kept_as_git_keeps_them_with_bitmaps() {
+    let (_dir, repo, gitd) = setup("bmfilter-raw");
+    let rev = |spec: &str| git(&repo, &["rev-parse", spec]).trim().to_string();
+    let (main, tree, sub) = (rev("main"), rev("main^{tree}"), rev("main~3:d"));
+    let (old, blob, v1) = (rev("main~5"), rev("main~3:big.bin"), rev("v1.0"));
+    let cases: Vec<(&str, Vec<&str>)> = vec![
+        ("blob:none", vec![&blob, &sub]),
+        ("blob:limit=1", vec![&blob]),
+        ("tree:0", vec![&sub]),
+        ("object:type=blob", vec![&old, &main]),
+        ("object:type=tree", vec![&sub, &blob]),
+        ("object:type=commit", vec![&v1, &tree]),
+        ("combine:tree:0+object:type=tree", vec![&main, &sub]),
+    ];
+    for (filter, wants) in cases {
+        let mut args: Vec<String> = wants.iter().map(|w| format!("want {w}")).collect();
+        args.extend([
+            format!("filter {filter}"),
+            "ofs-delta".into(),
+            "done".into(),
+        ]);
+        let [ours, theirs] = v2_fetch(&gitd, &repo, &args);
+        assert_eq!(ours, theirs, "{args:?}");
+    }
+    // One difference, on the safe side: a wanted tree that is also the root tree of
+    // a wanted commit outside the bitmaps is filtered by git's walk of that commit
+    // (it is no longer "user given" when its turn comes); gitd keeps every wanted
+    // object it selects, so the client gets that one tree more.
+    let args = [
+        format!("want {main}"),
+        format!("want {tree}"),
+        "filter tree:0".into(),
+        "ofs-delta".into(),
+        "done".into(),
+    ];
+    let [mut ours, theirs] = v2_fetch(&gitd, &repo, &args);
+    let root = format!("{tree} tree");
+    assert!(!theirs.contains(&root));
+    ours.retain(|l| *l != root);
+    assert_eq!(ours, theirs);
     for r in requests(&gitd) {
         assert!(r.contains("bitmap=true"), "{r}");
     }

@@ -10,7 +10,12 @@
 //!
 //! As with the walk, objects the client named in a want (and the tags and objects a
 //! wanted tag chain peels to) are sent whatever the filter says: git's "tips", which
-//! a lazy fetch of missing blobs (`blob:none` with blob wants) depends on.
+//! a lazy fetch of missing blobs (`blob:none` with blob wants) depends on. git's
+//! bitmap code walks the commits no bitmap covers under the filter, with the walk's
+//! notion of which objects are "user given", so a wanted tree that is also the root
+//! tree of such a commit (or a wanted object met inside another wanted tree first)
+//! can be left out by git; gitd keeps it. Such requests (commits and trees they
+//! reach wanted together) are rare, and one object more is harmless to a client.
 
 use gix::ObjectId;
 use gix::hashtable::HashMap;
