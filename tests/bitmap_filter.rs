@@ -124,7 +124,7 @@ fn setup(name: &str) -> (PathBuf, PathBuf, Gitd) {
         &[("big.bin", big(1)), ("d/f/deep.txt", b"t\n".to_vec())],
         "bigger",
     );
-    git(&repo, &["repack", "-adbq"]);
+    git(&repo, &["repack", "-adfbq", "--window=50"]);
     commit(
         &[("big.bin", big(2)), ("packed.txt", b"p\n".to_vec())],
         "packed",

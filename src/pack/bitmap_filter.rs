@@ -153,31 +153,40 @@ impl Filtering<'_> {
         Ok(())
     }
 
-    /// The size of the object at `pos` in the pack: from the entry's header, or for
-    /// a delta from the result size at the start of its data (as git's
-    /// `packed_object_info` reads it), without resolving anything.
     fn size_at(&mut self, pos: u32) -> Result<u64> {
-        let (offset, len) = self.pack.entry_at(pos);
-        self.buf.resize(len.min(HEAD), 0);
-        self.pack.read_entry_into(offset, &mut self.buf)?;
-        let entry = data::Entry::from_bytes(&self.buf, offset, gix::hash::Kind::Sha1)?;
-        if !entry.header.is_delta() {
-            return Ok(entry.decompressed_size);
-        }
-        let mut head = [0u8; 20];
-        loop {
-            self.inflate.reset();
-            let deflated = &self.buf[entry.data_offset as usize..];
-            let (_, _, written) = self.inflate.once(deflated, &mut head)?;
-            // The base's size, then the result's.
-            match delta_sizes(&head[..written]) {
-                Some((_, size)) => return Ok(size),
-                None if self.buf.len() < len => {
-                    self.buf.resize(len, 0);
-                    self.pack.read_entry_into(offset, &mut self.buf)?;
-                }
-                None => return Err("corrupt delta header".into()),
+        object_size(self.pack, pos, &mut self.inflate, &mut self.buf)
+    }
+}
+
+/// The size of the object at `pos` in `pack`: from the entry's header, or for a delta
+/// from the result size at the start of its data (as git's `packed_object_info`
+/// reads it), without resolving anything.
+fn object_size(
+    pack: &Pack,
+    pos: u32,
+    inflate: &mut gix::zlib::Inflate,
+    buf: &mut Vec<u8>,
+) -> Result<u64> {
+    let (offset, len) = pack.entry_at(pos);
+    buf.resize(len.min(HEAD), 0);
+    pack.read_entry_into(offset, buf)?;
+    let entry = data::Entry::from_bytes(buf, 0, gix::hash::Kind::Sha1)?;
+    if !entry.header.is_delta() {
+        return Ok(entry.decompressed_size);
+    }
+    let mut head = [0u8; 20];
+    loop {
+        inflate.reset();
+        let deflated = buf.get(entry.data_offset as usize..).unwrap_or_default();
+        let (_, _, written) = inflate.once(deflated, &mut head)?;
+        // The base's size, then the result's.
+        match delta_sizes(&head[..written]) {
+            Some((_, size)) => return Ok(size),
+            None if buf.len() < len => {
+                buf.resize(len, 0);
+                pack.read_entry_into(offset, buf)?;
             }
+            None => return Err("corrupt delta header".into()),
         }
     }
 }
@@ -203,6 +212,52 @@ fn delta_sizes(head: &[u8]) -> Option<(u64, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pack::packs::Packs;
+
+    /// Every object's size, deltas included, is the size git records for it.
+    #[test]
+    fn object_sizes_of_whole_objects_and_deltas() {
+        let dir = std::env::temp_dir().join(format!("gitd-sizes-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let script = r#"
+            set -e
+            git init -q w && cd w
+            for i in $(seq 1 40); do
+                seq 1 $((i * 40)) > a.txt; seq $i 300 > b.txt
+                git add -A && git commit -q -m "c$i"
+            done
+            git repack -adfq --depth=50 --window=50
+        "#;
+        let out = std::process::Command::new("sh")
+            .args(["-c", script])
+            .current_dir(&dir)
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_AUTHOR_NAME", "T")
+            .env("GIT_AUTHOR_EMAIL", "t@example.com")
+            .env("GIT_COMMITTER_NAME", "T")
+            .env("GIT_COMMITTER_EMAIL", "t@example.com")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        let repo = gix::open(dir.join("w")).unwrap();
+        let packs = Packs::open(repo.objects.store_ref().path());
+        let pack = &packs.packs[0];
+        let (mut inflate, mut buf, mut deltas) = (gix::zlib::Inflate::default(), Vec::new(), 0);
+        for pos in 0..pack.num_objects() {
+            let id = pack.index.oid_at_index(pack.index_at(pos));
+            let (offset, len) = pack.entry_at(pos);
+            let raw = pack.read_entry(offset, len).unwrap();
+            let entry = data::Entry::from_bytes(&raw, 0, gix::hash::Kind::Sha1).unwrap();
+            deltas += usize::from(entry.header.is_delta() && offset > HEAD as u64);
+            let size = object_size(pack, pos, &mut inflate, &mut buf).unwrap();
+            assert_eq!(size, repo.find_header(id).unwrap().size(), "{id}");
+        }
+        assert!(deltas > 40, "deltas past the first bytes: {deltas}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn delta_sizes_are_two_varints() {
