@@ -155,6 +155,7 @@ const FILTERS: &[&str] = &[
     "object:type=commit",
     "object:type=tree",
     "object:type=blob",
+    "object:type=tag",
     "combine:blob:limit=3k+object:type=blob",
     "combine:tree:0+blob:none",
 ];
