@@ -1,0 +1,372 @@
+//! `git-upload-archive`: `git archive --remote=git://host/repo.git <tree-ish> [paths]`.
+//!
+//! The exchange is git's (`builtin/upload-archive.c`): the server answers `ACK` and
+//! a flush right away, reads up to 64 `argument <arg>` lines until a flush, then
+//! sends the archive on side-band 1, git's messages (`fatal: …`, `-v`'s names) on
+//! band 2 and, when the archiver failed, `git upload-archive: archiver died with
+//! error` on band 3; a flush ends a successful archive.
+//!
+//! The archive is produced on a blocking thread and handed to the connection through
+//! a small bounded channel, as packs are: a slow client slows its own archive and
+//! holds a few chunks in memory, never the whole archive. The work one request can
+//! cause is bounded by [`Limits`] (entries and bytes, checked before anything is
+//! sent) and by [`walk::MAX_FILE`] per file.
+//!
+//! tar, tgz/tar.gz and zip are written in git's own layouts ([`tar`], [`zip`]) from
+//! a walk in git's order ([`walk`]), so a tar archive is byte for byte what
+//! `git archive` produces.
+
+pub mod args;
+pub mod tar;
+pub mod walk;
+mod write;
+pub mod zip;
+
+use std::io::Write;
+
+use gix::ObjectId;
+use gix_packetline::Channel;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+
+use crate::Result;
+use crate::connection::{Connection, MAX_BAND_DATA, Packet};
+use args::{FORMATS, Format, Parsed, Refusal, USAGE};
+pub use walk::Limits;
+use walk::Pathspecs;
+use write::{Archive, Out, Writer};
+
+/// git's limit on `argument` lines (`MAX_ARGS`).
+const MAX_ARGS: usize = 64;
+
+/// What git's upload-archive says on band 3 when the archiver failed.
+const DIED: &str = "git upload-archive: archiver died with error";
+
+/// One archive entry as the format writers see it.
+pub struct Entry<'a> {
+    /// With the prefix; directories end in `/`.
+    pub path: &'a [u8],
+    pub id: ObjectId,
+    /// The tree entry's mode (`0o040777` for the prefix directory).
+    pub mode: u32,
+    /// File content or link target; empty for directories.
+    pub data: &'a [u8],
+}
+
+/// What travels from the archiver thread to the connection.
+enum Chunk {
+    /// Archive bytes (band 1).
+    Data(Vec<u8>),
+    /// Text for the client's standard error (band 2).
+    Message(String),
+}
+
+/// Chunk size of the channel.
+const CHUNK: usize = 64 * 1024;
+
+/// `io::Write` into the channel, in chunks of [`CHUNK`] bytes.
+pub struct Sink {
+    tx: mpsc::Sender<Chunk>,
+    buf: Vec<u8>,
+}
+
+impl Sink {
+    fn send(&mut self, chunk: Chunk) -> std::io::Result<()> {
+        self.tx.blocking_send(chunk).map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client went away")
+        })
+    }
+
+    /// Send `text` on band 2, after the archive bytes written so far.
+    pub fn message(&mut self, text: String) -> std::io::Result<()> {
+        self.flush()?;
+        self.send(Chunk::Message(text))
+    }
+}
+
+impl Write for Sink {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let n = data.len().min(CHUNK - self.buf.len());
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() >= CHUNK {
+            self.flush()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
+        self.send(Chunk::Data(chunk))
+    }
+}
+
+/// The archiver failed: this text (possibly empty) goes to band 2, then [`DIED`].
+struct Failure(String);
+
+impl From<crate::Error> for Failure {
+    fn from(err: crate::Error) -> Self {
+        Failure(format!("fatal: {err}\n"))
+    }
+}
+
+impl From<std::io::Error> for Failure {
+    fn from(err: std::io::Error) -> Self {
+        Failure(format!("fatal: {err}\n"))
+    }
+}
+
+fn fatal(msg: impl std::fmt::Display) -> Failure {
+    Failure(format!("fatal: {msg}\n"))
+}
+
+/// Serve one upload-archive request on `conn`.
+pub async fn serve<S>(
+    conn: &mut Connection<S>,
+    repo: &gix::ThreadSafeRepository,
+    limits: Limits,
+) -> Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    conn.text("ACK");
+    conn.flush_pkt();
+    conn.flush().await?;
+    let mut args = Vec::new();
+    let refused = loop {
+        match conn.expect_packet().await? {
+            Packet::Flush => break None,
+            _ if args.len() >= MAX_ARGS => {
+                break Some(format!("fatal: Too many options (>{})\n", MAX_ARGS - 1));
+            }
+            packet => match packet.text().and_then(|t| t.strip_prefix(b"argument ")) {
+                Some(arg) => args.push(String::from_utf8_lossy(arg).into_owned()),
+                None => break Some("fatal: 'argument' token or flush expected\n".into()),
+            },
+        }
+    };
+    let result = match refused {
+        Some(text) => Err(Failure(text)),
+        None => {
+            let (tx, mut rx) = mpsc::channel::<Chunk>(4);
+            let repo = repo.clone();
+            let task = tokio::task::spawn_blocking(move || {
+                let result = produce(&repo, &args, limits, tx);
+                // Hand what the archive's buffers freed back to the system, as packs do.
+                #[cfg(target_env = "gnu")]
+                // SAFETY: malloc_trim only releases free memory; it has no preconditions.
+                unsafe {
+                    libc::malloc_trim(0);
+                }
+                result
+            });
+            while let Some(chunk) = rx.recv().await {
+                match chunk {
+                    Chunk::Data(d) => conn.band(Channel::Data, &d, MAX_BAND_DATA).await?,
+                    Chunk::Message(m) => {
+                        conn.band(Channel::Progress, m.as_bytes(), MAX_BAND_DATA)
+                            .await?
+                    }
+                }
+            }
+            task.await?
+        }
+    };
+    match result {
+        Ok(()) => {
+            conn.flush_pkt();
+            conn.flush().await?;
+            Ok(())
+        }
+        Err(Failure(text)) => {
+            if !text.is_empty() {
+                conn.band(Channel::Progress, text.as_bytes(), MAX_BAND_DATA)
+                    .await?;
+            }
+            conn.band(Channel::Error, DIED.as_bytes(), MAX_BAND_DATA)
+                .await?;
+            conn.flush().await?;
+            let first = text.lines().next().unwrap_or("archiver failed");
+            Err(format!("archive: {first}").into())
+        }
+    }
+}
+
+/// The blocking half: parse the arguments, resolve the tree-ish, check the request
+/// against the limits, then write the archive into the channel.
+fn produce(
+    repo: &gix::ThreadSafeRepository,
+    args: &[String],
+    limits: Limits,
+    tx: mpsc::Sender<Chunk>,
+) -> std::result::Result<(), Failure> {
+    let mut sink = Sink {
+        tx,
+        buf: Vec::with_capacity(CHUNK),
+    };
+    let req = match args::parse(args) {
+        Ok(Parsed::Archive(req)) => req,
+        Ok(Parsed::List) => {
+            for format in FORMATS {
+                writeln!(sink, "{format}")?;
+            }
+            return Ok(sink.flush()?);
+        }
+        Err(Refusal::Fatal(msg)) => return Err(fatal(msg)),
+        Err(Refusal::Usage(error)) => {
+            let error = error.map(|e| format!("error: {e}\n")).unwrap_or_default();
+            return Err(Failure(format!("{error}{USAGE}")));
+        }
+        Err(Refusal::Help) => {
+            sink.write_all(USAGE.as_bytes())?;
+            sink.flush()?;
+            return Err(Failure(String::new()));
+        }
+    };
+    let mut repo = repo.to_thread_local();
+    // Trees and blobs are read once each: a small delta-base cache is enough.
+    repo.objects.set_pack_cache(|| {
+        Box::new(gix::odb::pack::cache::lru::StaticLinkedList::<64>::new(
+            8 << 20,
+        ))
+    });
+    let config = repo.config_snapshot();
+    let allow_unreachable = config
+        .boolean("uploadarchive.allowunreachable")
+        .unwrap_or(false);
+    let umask = config
+        .string("tar.umask")
+        .and_then(|v| parse_c_int(&v.to_string()))
+        .unwrap_or(0o002);
+    drop(config);
+    let target = resolve(&repo, &req.treeish, allow_unreachable).map_err(fatal)?;
+    let mtime = match &req.mtime {
+        Some(spec) => approxidate(spec),
+        None => target.time,
+    };
+    let mut specs = Pathspecs::new(&req.paths).map_err(fatal)?;
+    let plan = walk::plan(&repo, target.tree, &mut specs, limits)?;
+    if let Some(path) = specs.unmatched() {
+        return Err(fatal(format!("pathspec '{path}' did not match any files")));
+    }
+    tracing::debug!(
+        entries = plan.entries,
+        bytes = plan.bytes,
+        "archiving {}",
+        target.tree
+    );
+    let archive = match req.format {
+        Format::Tar => Archive::Tar(tar::TarWriter::new(sink, target.commit, mtime, umask)?),
+        Format::TarGz => {
+            let gz = tar::Gzip::new(sink, req.level)?;
+            Archive::TarGz(tar::TarWriter::new(gz, target.commit, mtime, umask)?)
+        }
+        Format::Zip => Archive::Zip(zip::ZipWriter::new(sink, req.level, mtime)),
+    };
+    let attributes = if req.worktree_attributes {
+        Vec::new()
+    } else {
+        plan.attributes
+    };
+    let out = Out::new(archive, req.prefix, req.verbose);
+    let mut writer = Writer::new(&repo, out, attributes)?;
+    writer.start(target.tree)?;
+    let mut specs = Pathspecs::new(&req.paths).map_err(fatal)?;
+    walk::walk(&repo, target.tree, &mut specs, &mut writer)?;
+    if let Some(first) = writer.unsubstituted.first() {
+        let more = writer.unsubstituted.len() - 1;
+        let text = format!(
+            "warning: export-subst is not supported by this server: $Format:…$ left as is in {}{}\n",
+            crate::escape(first),
+            if more > 0 {
+                format!(" and {more} more files")
+            } else {
+                String::new()
+            }
+        );
+        writer.out.archive.message(text)?;
+    }
+    writer.out.archive.finish(target.commit)?;
+    Ok(())
+}
+
+/// What a tree-ish names.
+struct Target {
+    tree: ObjectId,
+    /// The commit, when the tree-ish is one (or a tag of one).
+    commit: Option<ObjectId>,
+    /// The commit's committer time, else now (git's `archive_time`).
+    time: i64,
+}
+
+/// Resolve the tree-ish as git's `parse_treeish_arg` does in remote mode: unless
+/// `uploadArchive.allowUnreachable`, the part before any `:` must be a ref.
+fn resolve(
+    repo: &gix::Repository,
+    name: &str,
+    allow_unreachable: bool,
+) -> std::result::Result<Target, String> {
+    if !allow_unreachable {
+        let refname = name.split(':').next().unwrap_or(name);
+        if !is_ref(repo, refname) {
+            return Err(format!("no such ref: {refname}"));
+        }
+    }
+    let id = repo
+        .rev_parse_single(name)
+        .map_err(|_| format!("not a valid object name: {name}"))?
+        .detach();
+    let object = repo
+        .find_object(id)
+        .map_err(|_| format!("not a valid object name: {name}"))?;
+    let commit = object.clone().peel_to_commit().ok();
+    let tree = object
+        .peel_to_tree()
+        .map_err(|_| format!("not a tree object: {id}"))?
+        .id;
+    let (commit, time) = match commit {
+        Some(c) => {
+            let time = c.time().map(|t| t.seconds).unwrap_or(0);
+            (Some(c.id), time)
+        }
+        None => (None, now()),
+    };
+    Ok(Target { tree, commit, time })
+}
+
+/// Whether `name` is a ref by git's rules (`dwim_ref`: `name`, `refs/name`,
+/// `refs/tags/name`, `refs/heads/name`, …) that resolves to an object id.
+fn is_ref(repo: &gix::Repository, name: &str) -> bool {
+    let Ok(partial) = <&gix::refs::PartialNameRef>::try_from(name) else {
+        return false;
+    };
+    match repo.try_find_reference(partial) {
+        Ok(Some(reference)) => reference.into_fully_peeled_id().is_ok(),
+        _ => false,
+    }
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// `--mtime`: git's `approxidate`, which falls back to now for what it cannot read.
+fn approxidate(spec: &str) -> i64 {
+    gix::date::parse(spec, Some(gix::date::Zoned::now())).map_or_else(|_| now(), |t| t.seconds)
+}
+
+/// An integer as C's `strtol(…, 0)` reads it (`tar.umask = 022` is octal).
+fn parse_c_int(s: &str) -> Option<u32> {
+    let s = s.trim();
+    if let Some(hex) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        u32::from_str_radix(hex, 16).ok()
+    } else if s.len() > 1 && s.starts_with('0') {
+        u32::from_str_radix(&s[1..], 8).ok()
+    } else {
+        s.parse().ok()
+    }
+}
