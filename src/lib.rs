@@ -7,7 +7,8 @@
 //! The layout follows tokio's mini-redis: [`server`] accepts and runs one
 //! [`server::Handler`] per connection, [`connection`] frames pkt-lines, [`request`]
 //! and [`policy`] decide what may be served, [`upload_pack`] speaks the protocol,
-//! [`pack`] builds the packfile and [`upload_archive`] serves `git archive --remote`. The binary in `main.rs` is a thin layer over this.
+//! [`pack`] builds the packfile and [`upload_archive`] serves `git archive
+//! --remote`. The binary in `main.rs` is a thin layer over this.
 
 pub mod activation;
 pub mod check;

@@ -115,7 +115,7 @@ pub fn parse(args: &[String]) -> Result<Parsed, Refusal> {
                 None => (long, None),
             };
             let (opt, negated) = resolve_long(name)?;
-            let takes_value = opt != "exec" && !BOOL_OPTS.contains(&opt) || opt == "exec";
+            let takes_value = !BOOL_OPTS.contains(&opt);
             let value = if negated || !takes_value {
                 if value.is_some() {
                     return Err(usage(format!(

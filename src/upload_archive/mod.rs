@@ -13,8 +13,19 @@
 //! sent) and by [`walk::MAX_FILE`] per file.
 //!
 //! tar, tgz/tar.gz and zip are written in git's own layouts ([`tar`], [`zip`]) from
-//! a walk in git's order ([`walk`]), so a tar archive is byte for byte what
-//! `git archive` produces.
+//! a walk in git's order ([`walk`]), so an archive is byte for byte what
+//! `git archive` produces for the same tree: release tarballs fetched with
+//! `git archive --remote` keep their checksums whichever server made them. That is
+//! why gix-archive is not used: it builds tar with the `tar` crate (no pax header
+//! with the commit id, other modes and owner names), compresses with zlib-rs (other
+//! deflate output than git's zlib) and needs a seekable output for zip, where git
+//! streams.
+//!
+//! `export-subst` is not supported (expanding `$Format:…$` needs git's whole
+//! `--pretty` formatter): such files are archived as stored, and the client is
+//! warned on band 2 when one holds a placeholder, rather than refused: the rest of
+//! the archive is still git's, and refusing would make such repositories
+//! unarchivable.
 
 pub mod args;
 pub mod tar;
@@ -38,6 +49,11 @@ use write::{Archive, Out, Writer};
 
 /// git's limit on `argument` lines (`MAX_ARGS`).
 const MAX_ARGS: usize = 64;
+
+/// The longest `--prefix`: it is repeated in every entry, and zip keeps every path
+/// in memory until the central directory is written, so a long one would multiply
+/// what a request may hold by the number of entries.
+const MAX_PREFIX: usize = 4096;
 
 /// What git's upload-archive says on band 3 when the archiver failed.
 const DIED: &str = "git upload-archive: archiver died with error";
@@ -225,6 +241,11 @@ fn produce(
             return Err(Failure(String::new()));
         }
     };
+    if req.prefix.len() > MAX_PREFIX {
+        return Err(fatal(format!(
+            "archive refused: --prefix is longer than {MAX_PREFIX} bytes (this server's limit)"
+        )));
+    }
     let mut repo = repo.to_thread_local();
     // Trees and blobs are read once each: a small delta-base cache is enough.
     repo.objects.set_pack_cache(|| {
@@ -240,7 +261,6 @@ fn produce(
         .string("tar.umask")
         .and_then(|v| parse_c_int(&v.to_string()))
         .unwrap_or(0o002);
-    drop(config);
     let target = resolve(&repo, &req.treeish, allow_unreachable).map_err(fatal)?;
     let mtime = match &req.mtime {
         Some(spec) => approxidate(spec),
@@ -275,21 +295,41 @@ fn produce(
     writer.start(target.tree)?;
     let mut specs = Pathspecs::new(&req.paths).map_err(fatal)?;
     walk::walk(&repo, target.tree, &mut specs, &mut writer)?;
-    if let Some(first) = writer.unsubstituted.first() {
-        let more = writer.unsubstituted.len() - 1;
-        let text = format!(
-            "warning: export-subst is not supported by this server: $Format:…$ left as is in {}{}\n",
-            crate::escape(first),
-            if more > 0 {
-                format!(" and {more} more files")
-            } else {
-                String::new()
-            }
-        );
+    let warnings = [
+        (
+            &writer.unsubstituted,
+            "export-subst is not supported by this server: $Format:…$ left as is",
+        ),
+        (
+            &writer.unfiltered,
+            "filter drivers are not run by this server: content left as stored",
+        ),
+    ];
+    let mut texts = Vec::new();
+    for (paths, what) in warnings {
+        if let Some(text) = files_warning(paths, what) {
+            tracing::warn!(files = paths.len(), "{what}");
+            texts.push(text);
+        }
+    }
+    for text in texts {
         writer.out.archive.message(text)?;
     }
     writer.out.archive.finish(target.commit)?;
     Ok(())
+}
+
+/// `warning: <what> in <first path> and N more files`, for band 2.
+fn files_warning(paths: &[gix::bstr::BString], what: &str) -> Option<String> {
+    let first = paths.first()?;
+    let more = match paths.len() - 1 {
+        0 => String::new(),
+        n => format!(" and {n} more files"),
+    };
+    Some(format!(
+        "warning: {what} in {}{more}\n",
+        crate::escape(first)
+    ))
 }
 
 /// What a tree-ish names.

@@ -1,10 +1,12 @@
 //! Which entries go into an archive, and in which order: git's (`archive.c`).
 //!
 //! git reads the tree depth first in stored order, skips what the pathspecs cannot
-//! match, and writes a directory only once something below it is written (so a
-//! directory left empty by `export-ignore` or by the pathspecs is not in the
-//! archive). The walk here does the same with an explicit stack, so a deeply nested
-//! tree cannot overflow the thread's stack.
+//! match and `export-ignore` directories, and writes a directory only once the walk
+//! reaches a file, link or submodule below it that the pathspecs match, before
+//! looking at that entry's own `export-ignore`. So a directory whose files are all
+//! ignored is in the archive, empty, while one holding only ignored directories, or
+//! that a pathspec only passes through, is not. The walk here does the same with an
+//! explicit stack, so a deeply nested tree cannot overflow the thread's stack.
 //!
 //! It runs twice per request. The first pass reads trees only: it counts entries and
 //! blob sizes against the limits, checks that every pathspec matches something, and
@@ -61,17 +63,47 @@ impl Pathspecs {
             Search::from_specs(patterns, None, std::path::Path::new(""))
                 .map_err(|e| format!("invalid pathspec: {e}"))
         };
+        let everything = || Pathspecs {
+            all: None,
+            each: Vec::new(),
+        };
         // An empty pathspec matches everything, and git does not check it.
         if paths.is_empty() || paths.iter().any(String::is_empty) {
-            return Ok(Pathspecs {
-                all: None,
-                each: Vec::new(),
-            });
+            return Ok(everything());
         }
         let patterns = paths.iter().map(parse).collect::<Result<Vec<_>, _>>()?;
+        if let Some((p, _)) = paths
+            .iter()
+            .zip(&patterns)
+            .find(|(_, pattern)| !pattern.attributes.is_empty())
+        {
+            // Matching on attributes needs every `.gitattributes` of the tree before
+            // the walk that finds them: not supported, and said so rather than
+            // matching nothing.
+            return Err(format!(
+                "pathspec '{p}': the 'attr' magic is not supported by this server"
+            ));
+        }
+        // So does one that names the top (`.`, `a/..`); gix's search would take it
+        // literally, so it is left out and the other pathspecs decide.
+        let names_top = |pattern: &gix::pathspec::Pattern| {
+            let mut pattern = pattern.clone();
+            !pattern.is_excluded()
+                && pattern
+                    .normalize(std::path::Path::new(""), std::path::Path::new(""))
+                    .is_ok_and(|p| p.is_nil())
+        };
+        let (paths, patterns): (Vec<_>, Vec<_>) = paths
+            .iter()
+            .zip(patterns)
+            .filter(|(_, pattern)| !names_top(pattern))
+            .unzip();
+        if patterns.is_empty() {
+            return Ok(everything());
+        }
         let mut each = Vec::with_capacity(paths.len());
         for (p, pattern) in paths.iter().zip(&patterns) {
-            each.push((p.clone(), search(vec![pattern.clone()])?));
+            each.push(((*p).clone(), search(vec![pattern.clone()])?));
         }
         Ok(Pathspecs {
             all: Some(search(patterns)?),

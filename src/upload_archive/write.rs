@@ -5,9 +5,10 @@
 //! Attributes come from the archived tree's `.gitattributes` (found by the first
 //! pass) and `$GIT_DIR/info/attributes`, as `git archive` reads them in a bare
 //! repository. Filter *drivers* (`filter.<name>.smudge`, `.process`) are never
-//! run: gitd runs no program a repository configures. `export-subst` is not
-//! supported (it needs git's whole `--pretty` formatter): such files are archived
-//! unchanged, and the client is warned when one holds a `$Format:…$` placeholder.
+//! run: gitd runs no program a repository configures, so such files are archived
+//! as stored, and the client is warned. `export-subst` is not supported (it needs
+//! git's whole `--pretty` formatter): such files are archived unchanged, and the
+//! client is warned when one holds a `$Format:…$` placeholder.
 
 use std::io::Write;
 
@@ -128,13 +129,15 @@ pub struct Writer<'a> {
     pub repo: &'a gix::Repository,
     pub out: Out,
     attributes: gix::worktree::Stack,
-    /// `export-ignore`, `export-subst` and `diff`.
+    /// `export-ignore`, `export-subst`, `diff`, `ident` and `filter`.
     outcome: gix::attrs::search::Outcome,
     pipeline: gix::filter::plumbing::Pipeline,
     /// Directories entered but not written yet: `(path/, tree id, written)`.
     pending: Vec<(BString, ObjectId, bool)>,
     /// Files holding `$Format:` placeholders that were left unexpanded.
     pub unsubstituted: Vec<BString>,
+    /// Files whose filter driver git would have run.
+    pub unfiltered: Vec<BString>,
 }
 
 impl<'a> Writer<'a> {
@@ -163,7 +166,7 @@ impl<'a> Writer<'a> {
         let mut outcome = gix::attrs::search::Outcome::default();
         outcome.initialize_with_selection(
             attributes.attributes_collection(),
-            ["export-ignore", "export-subst", "diff"],
+            ["export-ignore", "export-subst", "diff", "ident", "filter"],
         );
         let mut options = gix::filter::Pipeline::options(repo)?;
         // Never run programs the repository configures.
@@ -178,6 +181,7 @@ impl<'a> Writer<'a> {
             pipeline,
             pending: Vec::new(),
             unsubstituted: Vec::new(),
+            unfiltered: Vec::new(),
         })
     }
 
@@ -195,9 +199,8 @@ impl<'a> Writer<'a> {
         Ok(())
     }
 
-    /// Look up the selected attributes of `path`; `(export-ignore, export-subst,
-    /// binary by the diff attribute)`.
-    fn attributes(&mut self, path: &BStr, mode: u32) -> crate::Result<(bool, bool, Option<bool>)> {
+    /// Look up the selected attributes of `path`.
+    fn attributes(&mut self, path: &BStr, mode: u32) -> crate::Result<Attrs> {
         use gix::attrs::StateRef;
         let index_mode = match mode {
             super::walk::TREE | GITLINK => gix::index::entry::Mode::DIR,
@@ -212,15 +215,32 @@ impl<'a> Writer<'a> {
         let mut states = self.outcome.iter_selected().map(|m| m.assignment.state);
         let ignore = states.next().is_some_and(|s| s.is_set());
         let subst = states.next().is_some_and(|s| s.is_set());
-        let binary = match states.next() {
+        let diff = states.next();
+        let ident = states.next().is_some_and(|s| s.is_set());
+        let config = self.repo.config_snapshot();
+        // git runs a driver only when one is configured for the attribute's value.
+        let driver = match states.next() {
+            Some(StateRef::Value(name)) => ["smudge", "process"].iter().any(|key| {
+                config
+                    .string(format!("filter.{}.{key}", name.as_bstr()).as_str())
+                    .is_some()
+            }),
+            _ => false,
+        };
+        let binary = match diff {
             Some(StateRef::Unset) => Some(true),
-            Some(StateRef::Value(driver)) => self
-                .repo
-                .config_snapshot()
-                .boolean(format!("diff.{}.binary", driver.as_bstr()).as_str()),
+            Some(StateRef::Value(driver)) => {
+                config.boolean(format!("diff.{}.binary", driver.as_bstr()).as_str())
+            }
             _ => None,
         };
-        Ok((ignore, subst, binary))
+        Ok(Attrs {
+            ignore,
+            subst,
+            binary,
+            ident,
+            driver,
+        })
     }
 
     /// Write the directories above the next entry that are not written yet.
@@ -238,7 +258,7 @@ impl<'a> Writer<'a> {
 
 impl Visitor for Writer<'_> {
     fn enter(&mut self, path: &BStr, id: ObjectId) -> crate::Result<bool> {
-        if self.attributes(path, super::walk::TREE)?.0 {
+        if self.attributes(path, super::walk::TREE)?.ignore {
             return Ok(false);
         }
         let mut dir = path.to_owned();
@@ -255,11 +275,20 @@ impl Visitor for Writer<'_> {
         if !wanted {
             return Ok(());
         }
-        let (ignore, subst, binary) = self.attributes(path, mode)?;
+        let Attrs {
+            ignore,
+            subst,
+            binary,
+            ident,
+            driver,
+        } = self.attributes(path, mode)?;
+        // git writes the directories above an entry the walk reaches before it looks
+        // at the entry's own `export-ignore`: a directory whose files are all
+        // ignored is still in the archive, empty.
+        self.write_pending()?;
         if ignore {
             return Ok(());
         }
-        self.write_pending()?;
         if mode == GITLINK {
             let mut dir = path.to_owned();
             dir.push(b'/');
@@ -273,10 +302,14 @@ impl Visitor for Writer<'_> {
         if mode == LINK {
             return self.out.write(path, id, mode, &blob.data, binary);
         }
+        // git expands `$Id$` before the other conversions, and spells it
+        // `$Id: <hex> $`; gix's pipeline would write `$Id: <hex>$`, and then finds
+        // no `$Id$` left to expand.
+        let expanded = ident.then(|| ident_to_worktree(&blob.data, id)).flatten();
         let attributes = &mut self.attributes;
         let objects = &self.repo.objects;
         let converted = self.pipeline.convert_to_worktree(
-            &blob.data,
+            expanded.as_deref().unwrap_or(&blob.data),
             path,
             &mut |p, out| {
                 if let Ok(platform) =
@@ -299,12 +332,94 @@ impl Visitor for Writer<'_> {
         if subst && has_placeholder(data) {
             self.unsubstituted.push(path.to_owned());
         }
+        if driver {
+            self.unfiltered.push(path.to_owned());
+        }
         self.out.write(path, id, mode, data, binary)
     }
+}
+
+/// The attributes that decide how an entry is archived.
+struct Attrs {
+    /// `export-ignore`: left out.
+    ignore: bool,
+    /// `export-subst`: git would expand `$Format:…$` placeholders.
+    subst: bool,
+    /// Binary or not by the `diff` attribute, for zip's text flag.
+    binary: Option<bool>,
+    /// `ident`: expand `$Id$`.
+    ident: bool,
+    /// `filter=<name>` with a driver configured, which git would run.
+    driver: bool,
+}
+
+/// git's `ident_to_worktree`: every `$Id$`, and every `$Id:…$` without a line break
+/// or inner space, becomes `$Id: <blob id> $`. `None` when there is none.
+fn ident_to_worktree(src: &[u8], id: ObjectId) -> Option<Vec<u8>> {
+    if !src.windows(4).any(|w| w == b"$Id$" || w == b"$Id:") {
+        return None;
+    }
+    let replacement = format!("Id: {id} $");
+    let mut out = Vec::with_capacity(src.len() + 64);
+    let mut rest = src;
+    let mut changed = false;
+    while let Some(dollar) = rest.find_byte(b'$') {
+        out.extend_from_slice(&rest[..=dollar]);
+        rest = &rest[dollar + 1..];
+        if rest.len() < 3 || &rest[..2] != b"Id" {
+            continue;
+        }
+        if rest[2] == b'$' {
+            rest = &rest[3..];
+        } else if rest[2] == b':' {
+            let Some(end) = rest[3..].find_byte(b'$').map(|n| n + 3) else {
+                break;
+            };
+            if rest[3..end].contains(&b'\n') {
+                continue;
+            }
+            if end > 4
+                && rest[4..end]
+                    .find_byte(b' ')
+                    .is_some_and(|spc| 4 + spc < end - 1)
+            {
+                continue;
+            }
+            rest = &rest[end + 1..];
+        } else {
+            continue;
+        }
+        out.extend_from_slice(replacement.as_bytes());
+        changed = true;
+    }
+    out.extend_from_slice(rest);
+    changed.then_some(out)
 }
 
 /// Whether `data` holds a `$Format:…$` placeholder that git would expand.
 fn has_placeholder(data: &[u8]) -> bool {
     data.find(b"$Format:")
         .is_some_and(|at| data[at + 8..].contains(&b'$'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ident_expands_as_git_does() {
+        let id = ObjectId::from_hex(b"0123456789abcdef0123456789abcdef01234567").unwrap();
+        let expanded =
+            |s: &str| ident_to_worktree(s.as_bytes(), id).map(|v| String::from_utf8(v).unwrap());
+        let full = format!("$Id: {id} $");
+        assert_eq!(expanded("a $Id$ b"), Some(format!("a {full} b")));
+        // An expansion that crept into the repository is replaced.
+        assert_eq!(expanded("$Id: old $ $Id$"), Some(format!("{full} {full}")));
+        assert_eq!(expanded("x $Id:abc$ y"), Some(format!("x {full} y")));
+        // Other systems' ids (inner spaces) and ones broken by a newline stay.
+        assert_eq!(expanded("$Id: a b $"), None);
+        assert_eq!(expanded("$Id: x\n$"), None);
+        assert_eq!(expanded("$Id"), None);
+        assert_eq!(expanded("no keyword $ at all"), None);
+    }
 }
