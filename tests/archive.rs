@@ -304,6 +304,10 @@ fn bad_requests_get_gits_errors_and_the_server_goes_on() {
         (&["main", ":(attr:ident)"], "'attr' magic is not supported"),
         (&["main", "../outside"], "leaves the repository"),
         (
+            &["--mtime=2020-01-01", "main"],
+            "is not a time this server reads as git does",
+        ),
+        (
             &[&long_prefix, "main"],
             "--prefix is longer than 4096 bytes",
         ),
@@ -377,6 +381,10 @@ fn bad_requests_get_gits_errors_and_the_server_goes_on() {
             "'argument' token or flush expected",
         ),
         (vec![arg("main"); 70], "Too many options (>63)"),
+        (
+            vec![arg("main"), b"argument caf\xe9".to_vec()],
+            "argument 'caf\\xe9' is not UTF-8, which this server does not support",
+        ),
     ] {
         let replies = raw_request(&args);
         assert_eq!(replies[0], Reply::Data(b"ACK\n".to_vec()), "{expect}");

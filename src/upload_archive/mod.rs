@@ -158,7 +158,17 @@ where
                 break Some(format!("fatal: Too many options (>{})\n", MAX_ARGS - 1));
             }
             packet => match packet.text().and_then(|t| t.strip_prefix(b"argument ")) {
-                Some(arg) => args.push(String::from_utf8_lossy(arg).into_owned()),
+                // Paths and prefixes are passed on as UTF-8: one that is not would
+                // be archived under another name, so it is refused instead.
+                Some(arg) => match std::str::from_utf8(arg) {
+                    Ok(arg) => args.push(arg.to_string()),
+                    Err(_) => {
+                        break Some(format!(
+                            "fatal: argument '{}' is not UTF-8, which this server does not support\n",
+                            crate::escape(arg)
+                        ));
+                    }
+                },
                 None => break Some("fatal: 'argument' token or flush expected\n".into()),
             },
         }
@@ -263,7 +273,7 @@ fn produce(
         .unwrap_or(0o002);
     let target = resolve(&repo, &req.treeish, allow_unreachable).map_err(fatal)?;
     let mtime = match &req.mtime {
-        Some(spec) => approxidate(spec),
+        Some(spec) => mtime(spec).map_err(fatal)?,
         None => target.time,
     };
     let mut specs = Pathspecs::new(&req.paths).map_err(fatal)?;
@@ -394,9 +404,36 @@ fn now() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
-/// `--mtime`: git's `approxidate`, which falls back to now for what it cannot read.
-fn approxidate(spec: &str) -> i64 {
-    gix::date::parse(spec, Some(gix::date::Zoned::now())).map_or_else(|_| now(), |t| t.seconds)
+/// `--mtime`, in the forms gix and git's `approxidate` read alike: `@<seconds>`,
+/// `<seconds>`, `now`, `yesterday`, `<n> <units> ago`, and a date with a time and a
+/// zone. git reads much more (`Oct 1 2020`, anything else as now), takes a time
+/// without a zone as local time where gix takes UTC, and gives a bare date the
+/// current time of day; rather than archive with another time than git would, those
+/// are refused.
+fn mtime(spec: &str) -> std::result::Result<i64, String> {
+    let s = spec.trim();
+    let relative = s == "now" || s == "yesterday" || s.ends_with(" ago");
+    let seconds = s.strip_prefix('@').unwrap_or(s);
+    let seconds = !seconds.is_empty() && seconds.bytes().all(|b| b.is_ascii_digit());
+    let zoned = s.contains(':') && {
+        let last = s.rsplit([' ', 'T']).next().unwrap_or(s);
+        let offset = last
+            .rfind(['+', '-'])
+            .map(|at| &last[at + 1..])
+            .is_some_and(|o| {
+                matches!(o.len(), 4 | 5) && o.bytes().filter(|b| b.is_ascii_digit()).count() == 4
+            });
+        offset || last.ends_with('Z') || matches!(last, "UTC" | "GMT")
+    };
+    let parsed = gix::date::parse(s, Some(gix::date::Zoned::now()));
+    match parsed {
+        Ok(time) if relative || seconds || zoned => Ok(time.seconds),
+        _ => Err(format!(
+            "--mtime '{spec}' is not a time this server reads as git does; give a \
+             date and time with a zone ('2024-01-31 12:00:00 +0000'), '@<seconds>' or \
+             '<n> <units> ago'"
+        )),
+    }
 }
 
 /// An integer as C's `strtol(…, 0)` reads it (`tar.umask = 022` is octal).
@@ -408,5 +445,35 @@ fn parse_c_int(s: &str) -> Option<u32> {
         u32::from_str_radix(&s[1..], 8).ok()
     } else {
         s.parse().ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mtime_takes_what_gix_and_git_read_alike() {
+        for (spec, seconds) in [
+            ("@1600000000", 1_600_000_000),
+            ("1600000000", 1_600_000_000),
+            ("2020-09-13 12:26:40 +0000", 1_600_000_000),
+            ("2020-09-13T14:26:40+02:00", 1_600_000_000),
+            ("2020-09-13T12:26:40Z", 1_600_000_000),
+            ("Sun, 13 Sep 2020 12:26:40 +0000", 1_600_000_000),
+        ] {
+            assert_eq!(mtime(spec), Ok(seconds), "{spec}");
+        }
+        let day = now() - mtime("1 day ago").unwrap();
+        assert!((86_399..=86_401).contains(&day));
+        for spec in [
+            "2020-09-13",
+            "2020-09-13 12:26:40",
+            "Oct 1 2020",
+            "garbage",
+            "",
+        ] {
+            assert!(mtime(spec).is_err(), "{spec}");
+        }
     }
 }
