@@ -15,7 +15,8 @@ const LIMIT: Duration = Duration::from_secs(60);
 /// links (one with a target over 100 bytes), a path over 100 bytes, a non-ASCII
 /// name, end-of-line and `ident` conversion, `export-ignore` on a file and on a
 /// directory, a directory whose only file is ignored, a `-diff` text file (zip's
-/// text flag), a binary file, and an annotated tag `v1` on the first commit.
+/// text flag), a binary file, files with a UTF-16, UTF-32 and Latin-1
+/// `working-tree-encoding`, and an annotated tag `v1` on the first commit.
 fn archive_repo(dir: &Path) -> PathBuf {
     let w = dir.join("work");
     std::fs::create_dir_all(&w).unwrap();
@@ -50,10 +51,24 @@ fn archive_repo(dir: &Path) -> PathBuf {
     write("secret.txt", b"not for archives\n");
     write("private/key", b"not for archives\n");
     write("hollow/ignored", b"not for archives\n");
+    // In the work tree in their encodings; git stores them as UTF-8.
+    let text = "h\u{e9}llo \u{1f600}\n";
+    let mut utf16 = vec![0xff, 0xfe];
+    utf16.extend(text.encode_utf16().flat_map(u16::to_le_bytes));
+    write("utf16.txt", &utf16);
+    let utf32: Vec<u8> = text
+        .chars()
+        .flat_map(|c| u32::from(c).to_be_bytes())
+        .collect();
+    write("utf32.txt", &utf32);
+    write("latin1.txt", b"caf\xe9\n");
     write(
         ".gitattributes",
         b"crlf.txt text eol=crlf\nid.txt ident\nsecret.txt export-ignore\n\
-          private export-ignore\nhollow/ignored export-ignore\nplain.txt -diff\n",
+          private export-ignore\nhollow/ignored export-ignore\nplain.txt -diff\n\
+          utf16.txt working-tree-encoding=UTF-16LE-BOM\n\
+          utf32.txt working-tree-encoding=UTF-32BE\n\
+          latin1.txt working-tree-encoding=ISO-8859-1\n",
     );
     git(&w, &["add", "-A"]);
     git(&w, &["commit", "-q", "-m", "first"]);
@@ -444,20 +459,35 @@ fn limits_refuse_big_trees_before_sending_anything() {
 }
 
 #[test]
-fn export_subst_and_filter_drivers_are_archived_as_stored_with_a_warning() {
+fn what_gitd_does_not_convert_is_archived_as_stored_with_a_warning() {
     let dir = scratch("archive-subst");
     let repo = archive_repo(&dir);
     let w = dir.join("work");
+    // Committed before its attribute, so it is stored as written.
+    std::fs::write(w.join("ucs2.txt"), "two\n").unwrap();
+    git(&w, &["add", "ucs2.txt"]);
+    git(&w, &["commit", "-q", "-m", "ucs-2"]);
     std::fs::write(w.join("version.txt"), "commit $Format:%H$\n").unwrap();
     std::fs::write(w.join("plain-subst.txt"), "no placeholder\n").unwrap();
     std::fs::write(w.join("upper.dat"), "shout\n").unwrap();
     let mut attrs = std::fs::read_to_string(w.join(".gitattributes")).unwrap();
     attrs.push_str(
         "version.txt export-subst\nplain-subst.txt export-subst\n\
-         upper.dat filter=upper\nREADME filter=unconfigured\n",
+         upper.dat filter=upper\nREADME filter=unconfigured\n\
+         ucs2.txt working-tree-encoding=UCS-2\n",
     );
     std::fs::write(w.join(".gitattributes"), attrs).unwrap();
-    git(&w, &["add", "-A"]);
+    // Not `-A`: ucs2.txt, if re-added now, would be read as UCS-2.
+    git(
+        &w,
+        &[
+            "add",
+            "version.txt",
+            "plain-subst.txt",
+            "upper.dat",
+            ".gitattributes",
+        ],
+    );
     git(&w, &["commit", "-q", "-m", "subst"]);
     git(&w, &["push", "-q", repo.to_str().unwrap(), "main"]);
     // git archive runs the driver; gitd runs no program a repository configures.
@@ -469,6 +499,7 @@ fn export_subst_and_filter_drivers_are_archived_as_stored_with_a_warning() {
     for warning in [
         "warning: export-subst is not supported by this server: $Format:…$ left as is in version.txt",
         "warning: filter drivers are not run by this server: content left as stored in upper.dat",
+        "warning: working-tree-encoding unknown to this server: content left as UTF-8 in ucs2.txt",
     ] {
         assert!(warned.contains(warning), "{warned}");
     }
@@ -500,7 +531,9 @@ fn export_subst_and_filter_drivers_are_archived_as_stored_with_a_warning() {
     );
     assert_eq!(std::fs::read(ours.join("upper.dat")).unwrap(), b"shout\n");
     assert_eq!(std::fs::read(theirs.join("upper.dat")).unwrap(), b"SHOUT\n");
-    for file in ["version.txt", "upper.dat"] {
+    assert_eq!(std::fs::read(ours.join("ucs2.txt")).unwrap(), b"two\n");
+    assert_ne!(std::fs::read(theirs.join("ucs2.txt")).unwrap(), b"two\n");
+    for file in ["version.txt", "upper.dat", "ucs2.txt"] {
         std::fs::remove_file(ours.join(file)).unwrap();
         std::fs::remove_file(theirs.join(file)).unwrap();
     }

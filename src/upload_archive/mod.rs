@@ -28,6 +28,7 @@
 //! unarchivable.
 
 pub mod args;
+mod encoding;
 pub mod tar;
 pub mod walk;
 mod write;
@@ -313,6 +314,10 @@ fn produce(
         (
             &writer.unfiltered,
             "filter drivers are not run by this server: content left as stored",
+        ),
+        (
+            &writer.unencoded,
+            "working-tree-encoding unknown to this server: content left as UTF-8",
         ),
     ];
     let mut texts = Vec::new();

@@ -2,6 +2,9 @@
 //! (`export-ignore`, end-of-line and `ident` conversion), and append it to the
 //! archive in the requested format.
 //!
+//! `working-tree-encoding` to UTF-16 and UTF-32 is done by [`super::encoding`],
+//! other encodings by gix; one that neither knows is left as UTF-8, with a warning.
+//!
 //! Attributes come from the archived tree's `.gitattributes` (found by the first
 //! pass) and `$GIT_DIR/info/attributes`, as `git archive` reads them in a bare
 //! repository. Filter *drivers* (`filter.<name>.smudge`, `.process`) are never
@@ -17,6 +20,7 @@ use gix::bstr::{BStr, BString, ByteSlice};
 use gix::filter::plumbing::driver::apply::Delay;
 use gix::filter::plumbing::pipeline::convert::{ToWorktreeOutcome, to_worktree};
 
+use super::encoding::Utf;
 use super::tar::{Gzip, TarWriter};
 use super::walk::{GITLINK, LINK, Visitor};
 use super::zip::ZipWriter;
@@ -129,7 +133,8 @@ pub struct Writer<'a> {
     pub repo: &'a gix::Repository,
     pub out: Out,
     attributes: gix::worktree::Stack,
-    /// `export-ignore`, `export-subst`, `diff`, `ident` and `filter`.
+    /// `export-ignore`, `export-subst`, `diff`, `ident`, `filter` and
+    /// `working-tree-encoding`.
     outcome: gix::attrs::search::Outcome,
     pipeline: gix::filter::plumbing::Pipeline,
     /// Directories entered but not written yet: `(path/, tree id, written)`.
@@ -138,6 +143,8 @@ pub struct Writer<'a> {
     pub unsubstituted: Vec<BString>,
     /// Files whose filter driver git would have run.
     pub unfiltered: Vec<BString>,
+    /// Files left in UTF-8 for want of their `working-tree-encoding`.
+    pub unencoded: Vec<BString>,
 }
 
 impl<'a> Writer<'a> {
@@ -166,7 +173,14 @@ impl<'a> Writer<'a> {
         let mut outcome = gix::attrs::search::Outcome::default();
         outcome.initialize_with_selection(
             attributes.attributes_collection(),
-            ["export-ignore", "export-subst", "diff", "ident", "filter"],
+            [
+                "export-ignore",
+                "export-subst",
+                "diff",
+                "ident",
+                "filter",
+                "working-tree-encoding",
+            ],
         );
         let mut options = gix::filter::Pipeline::options(repo)?;
         // Never run programs the repository configures.
@@ -182,6 +196,7 @@ impl<'a> Writer<'a> {
             pending: Vec::new(),
             unsubstituted: Vec::new(),
             unfiltered: Vec::new(),
+            unencoded: Vec::new(),
         })
     }
 
@@ -227,6 +242,10 @@ impl<'a> Writer<'a> {
             }),
             _ => false,
         };
+        let encoding = match states.next() {
+            Some(StateRef::Value(label)) => Some(label.as_bstr().to_owned()),
+            _ => None,
+        };
         let binary = match diff {
             Some(StateRef::Unset) => Some(true),
             Some(StateRef::Value(driver)) => {
@@ -240,6 +259,7 @@ impl<'a> Writer<'a> {
             binary,
             ident,
             driver,
+            encoding,
         })
     }
 
@@ -281,6 +301,7 @@ impl Visitor for Writer<'_> {
             binary,
             ident,
             driver,
+            encoding,
         } = self.attributes(path, mode)?;
         // git writes the directories above an entry the walk reaches before it looks
         // at the entry's own `export-ignore`: a directory whose files are all
@@ -320,7 +341,8 @@ impl Visitor for Writer<'_> {
             },
             to_worktree::Options {
                 can_delay: Delay::Forbid,
-                unknown_encoding: to_worktree::UnknownEncoding::Fail,
+                // Encodings gix does not know are handled below.
+                unknown_encoding: to_worktree::UnknownEncoding::Ignore,
             },
         )?;
         let data = match converted {
@@ -335,6 +357,30 @@ impl Visitor for Writer<'_> {
         if driver {
             self.unfiltered.push(path.to_owned());
         }
+        let mut encoded = None;
+        if let Some(label) = &encoding {
+            if let Some(utf) = Utf::from_label(label) {
+                encoded = utf.encode(data);
+                if encoded.is_none() {
+                    // git's words; it, too, then archives the content as it is.
+                    let text = format!(
+                        "error: failed to encode '{}' from UTF-8 to {}\n",
+                        crate::escape(path),
+                        crate::escape(label)
+                    );
+                    self.out.archive.message(text)?;
+                }
+            } else {
+                // encoding_rs knows some labels (`UCS-2`, `unicode`) only to write
+                // UTF-8 for them.
+                let encoded_by_gix = gix::filter::plumbing::encoding::Encoding::for_label(label)
+                    .is_some_and(|e| e.output_encoding() == e);
+                if !encoded_by_gix {
+                    self.unencoded.push(path.to_owned());
+                }
+            }
+        }
+        let data = encoded.as_deref().unwrap_or(data);
         self.out.write(path, id, mode, data, binary)
     }
 }
@@ -351,6 +397,8 @@ struct Attrs {
     ident: bool,
     /// `filter=<name>` with a driver configured, which git would run.
     driver: bool,
+    /// `working-tree-encoding=<label>`.
+    encoding: Option<BString>,
 }
 
 /// git's `ident_to_worktree`: every `$Id$`, and every `$Id:…$` without a line break
