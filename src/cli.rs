@@ -98,6 +98,15 @@ pub struct ServeArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = 300)]
     pub timeout: u64,
 
+    /// Largest number of files and directories one `git archive --remote` may hold.
+    #[arg(long, value_name = "N", default_value_t = 200_000)]
+    pub archive_max_entries: u64,
+
+    /// Largest total file content one `git archive --remote` may hold (bytes; k, m
+    /// and g suffixes as in git's config).
+    #[arg(long, value_name = "BYTES", default_value = "4g", value_parser = byte_size)]
+    pub archive_max_bytes: u64,
+
     /// Log every request, not only failures.
     #[arg(long)]
     pub verbose: bool,
@@ -218,6 +227,22 @@ fn service_name(name: &str) -> Result<String, String> {
     crate::request::Service::from_name(name)
         .map(|_| name.to_string())
         .ok_or_else(|| format!("No such service {name}"))
+}
+
+/// A size in bytes with an optional `k`, `m` or `g` suffix (git's config style).
+fn byte_size(s: &str) -> Result<u64, String> {
+    let lower = s.to_ascii_lowercase();
+    let (digits, unit) = match lower.as_bytes().last() {
+        Some(b'k') => (&lower[..lower.len() - 1], 1u64 << 10),
+        Some(b'm') => (&lower[..lower.len() - 1], 1 << 20),
+        Some(b'g') => (&lower[..lower.len() - 1], 1 << 30),
+        _ => (&lower[..], 1),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(unit))
+        .ok_or_else(|| format!("'{s}' is not a size in bytes"))
 }
 
 /// A number of seconds, possibly fractional, not negative.

@@ -15,7 +15,7 @@ use crate::policy::{self, Denied};
 use crate::request::{ProtocolVersion, Request, Service};
 use crate::server::Config;
 use crate::shutdown::Activity;
-use crate::{ClientError, Result, upload_pack};
+use crate::{ClientError, Result, upload_archive, upload_pack};
 
 /// What one request did, for its log line.
 #[derive(Debug, Default)]
@@ -162,8 +162,11 @@ impl Handler {
                 log.pack = upload_pack::serve(conn, &repo, request.protocol_version()).await?;
                 Ok(())
             }
+            Service::UploadArchive => {
+                upload_archive::serve(conn, &repo, self.config.archive_limits).await
+            }
             // Not implemented yet: refused as if disabled.
-            Service::UploadArchive | Service::ReceivePack => Err(refuse(Denied::ServiceNotEnabled)),
+            Service::ReceivePack => Err(refuse(Denied::ServiceNotEnabled)),
         }
     }
 }

@@ -6,8 +6,9 @@
 //!
 //! The layout follows tokio's mini-redis: [`server`] accepts and runs one
 //! [`server::Handler`] per connection, [`connection`] frames pkt-lines, [`request`]
-//! and [`policy`] decide what may be served, [`upload_pack`] speaks the protocol and
-//! [`pack`] builds the packfile. The binary in `main.rs` is a thin layer over this.
+//! and [`policy`] decide what may be served, [`upload_pack`] speaks the protocol,
+//! [`pack`] builds the packfile and [`upload_archive`] serves `git archive
+//! --remote`. The binary in `main.rs` is a thin layer over this.
 
 pub mod activation;
 pub mod check;
@@ -26,6 +27,7 @@ pub mod privileges;
 pub mod request;
 pub mod server;
 pub mod shutdown;
+pub mod upload_archive;
 pub mod upload_pack;
 
 /// Error type for everything that can go wrong while serving.

@@ -67,6 +67,10 @@ fn serve(args: ServeArgs, matches: &ArgMatches) -> ExitCode {
         max_connections: args.max_connections,
         init_timeout: Duration::from_secs(args.init_timeout),
         timeout: Duration::from_secs(args.timeout),
+        archive_limits: gitd::upload_archive::Limits {
+            max_entries: args.archive_max_entries,
+            max_bytes: args.archive_max_bytes,
+        },
         ..Config::default()
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()
