@@ -114,6 +114,34 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         }
     }
 
+    /// The per-operation timeout.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Read raw bytes, not pkt-lines (the pack a pusher sends after its commands):
+    /// whatever is already buffered, else what one read of the socket returns.
+    /// `Ok(None)` at the end of the stream. No timeout: the caller decides how long
+    /// a silent client may take (see `receive_pack::unpack`). Cancel-safe: a read
+    /// interrupted by `select!` loses nothing.
+    pub async fn read_raw(&mut self) -> Result<Option<Vec<u8>>> {
+        if self.rpos < self.rbuf.len() {
+            let out = self.rbuf[self.rpos..].to_vec();
+            self.rbuf.clear();
+            self.rpos = 0;
+            return Ok(Some(out));
+        }
+        self.rbuf.clear();
+        self.rpos = 0;
+        self.rbuf.reserve(64 * 1024);
+        if self.stream.read_buf(&mut self.rbuf).await? == 0 {
+            return Ok(None);
+        }
+        let out = self.rbuf.clone();
+        self.rbuf.clear();
+        Ok(Some(out))
+    }
+
     /// Read the next pkt-line; the end of the stream is an error here.
     pub async fn expect_packet(&mut self) -> Result<Packet> {
         self.read_packet()

@@ -15,7 +15,7 @@ use crate::policy::{self, Denied};
 use crate::request::{ProtocolVersion, Request, Service};
 use crate::server::Config;
 use crate::shutdown::Activity;
-use crate::{ClientError, Result, upload_pack};
+use crate::{ClientError, Result, receive_pack, upload_pack};
 
 /// What one request did, for its log line.
 #[derive(Debug, Default)]
@@ -162,8 +162,21 @@ impl Handler {
                 log.pack = upload_pack::serve(conn, &repo, request.protocol_version()).await?;
                 Ok(())
             }
+            Service::ReceivePack => {
+                let settings = receive_pack::PushSettings {
+                    peer: self.peer,
+                    hook_timeout: self.config.timeout,
+                };
+                let stats =
+                    receive_pack::serve(conn, &repo, request.protocol_version(), &settings).await?;
+                log.pack = stats.map(|s| PackStats {
+                    objects: s.objects as usize,
+                    ..Default::default()
+                });
+                Ok(())
+            }
             // Not implemented yet: refused as if disabled.
-            Service::UploadArchive | Service::ReceivePack => Err(refuse(Denied::ServiceNotEnabled)),
+            Service::UploadArchive => Err(refuse(Denied::ServiceNotEnabled)),
         }
     }
 }

@@ -7,7 +7,7 @@
 //! The layout follows tokio's mini-redis: [`server`] accepts and runs one
 //! [`server::Handler`] per connection, [`connection`] frames pkt-lines, [`request`]
 //! and [`policy`] decide what may be served, [`upload_pack`] speaks the protocol and
-//! [`pack`] builds the packfile. The binary in `main.rs` is a thin layer over this.
+//! [`pack`] builds the packfile; [`receive_pack`] accepts pushes. The binary in `main.rs` is a thin layer over this.
 
 pub mod activation;
 pub mod check;
@@ -23,6 +23,7 @@ pub mod notify;
 pub mod pack;
 pub mod policy;
 pub mod privileges;
+pub mod receive_pack;
 pub mod request;
 pub mod server;
 pub mod shutdown;

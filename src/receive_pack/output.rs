@@ -1,0 +1,99 @@
+//! What the pusher reads besides the report: receive-pack's own `error:` and
+//! `warning:` lines and the hooks' output, on side-band 2 (the client prints them
+//! as `remote: …`). Without side-band git writes them to its stderr, which git
+//! daemon sends to its log; gitd logs them.
+//!
+//! Once the client is gone, writes are dropped rather than failing the push: refs
+//! may already be updated, and `post-receive` must still run.
+
+use gix_packetline::Channel;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tracing::info;
+
+use crate::connection::{Connection, MAX_BAND_DATA};
+
+/// The connection, seen as the place messages for the pusher go.
+pub struct Remote<'c, S> {
+    pub conn: &'c mut Connection<S>,
+    sideband: bool,
+    gone: bool,
+}
+
+impl<'c, S: AsyncRead + AsyncWrite + Unpin> Remote<'c, S> {
+    pub fn new(conn: &'c mut Connection<S>, sideband: bool) -> Self {
+        Remote {
+            conn,
+            sideband,
+            gone: false,
+        }
+    }
+
+    pub fn sideband(&self) -> bool {
+        self.sideband
+    }
+
+    /// Whether a write to the client has failed.
+    pub fn gone(&self) -> bool {
+        self.gone
+    }
+
+    /// Text for the pusher, sent as it is (hooks' output).
+    pub async fn send(&mut self, bytes: &[u8]) {
+        if !self.sideband {
+            for line in String::from_utf8_lossy(bytes).lines() {
+                info!("remote: {line}");
+            }
+            return;
+        }
+        self.band(Channel::Progress, bytes).await;
+    }
+
+    /// `error: <msg>` (git's `rp_error`).
+    pub async fn error(&mut self, msg: &str) {
+        self.send(format!("error: {msg}\n").as_bytes()).await;
+    }
+
+    /// `warning: <msg>` (git's `rp_warning`).
+    pub async fn warning(&mut self, msg: &str) {
+        self.send(format!("warning: {msg}\n").as_bytes()).await;
+    }
+
+    /// An empty side-band packet that keeps the connection alive while a hook
+    /// takes its time (git's keepalive, `0005\1`).
+    pub async fn keepalive(&mut self) {
+        if self.sideband {
+            self.band(Channel::Data, b"").await;
+        }
+    }
+
+    /// Bytes on the data channel (the report, with side-band).
+    pub async fn data(&mut self, bytes: &[u8]) {
+        self.band(Channel::Data, bytes).await;
+    }
+
+    /// Bytes as they are (the report, without side-band).
+    pub async fn raw(&mut self, bytes: &[u8]) {
+        if self.gone {
+            return;
+        }
+        if self.conn.raw(bytes).await.is_err() || self.conn.flush().await.is_err() {
+            self.gone = true;
+        }
+    }
+
+    async fn band(&mut self, channel: Channel, bytes: &[u8]) {
+        if self.gone {
+            return;
+        }
+        let sent = if bytes.is_empty() {
+            // band_to_write refuses empty payloads; a keepalive is just the band byte.
+            self.conn.data(&[channel as u8]);
+            Ok(())
+        } else {
+            self.conn.band(channel, bytes, MAX_BAND_DATA).await
+        };
+        if sent.is_err() || self.conn.flush().await.is_err() {
+            self.gone = true;
+        }
+    }
+}
