@@ -142,6 +142,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         Ok(Some(out))
     }
 
+    /// Whether the client has closed its side, without waiting: a pusher sends
+    /// nothing while it waits for the report, so an end of stream then means it is
+    /// gone. Bytes that did come stay buffered for the next read.
+    pub async fn hung_up(&mut self) -> bool {
+        if self.rpos < self.rbuf.len() {
+            return false;
+        }
+        self.rbuf.clear();
+        self.rpos = 0;
+        self.rbuf.reserve(4096);
+        // `timeout` polls the read once before looking at the (expired) deadline.
+        match tokio::time::timeout(Duration::ZERO, self.stream.read_buf(&mut self.rbuf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => true,
+            Ok(Ok(_)) | Err(_) => false,
+        }
+    }
+
     /// Read the next pkt-line; the end of the stream is an error here.
     pub async fn expect_packet(&mut self) -> Result<Packet> {
         self.read_packet()

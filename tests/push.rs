@@ -112,6 +112,45 @@ fn seen(out: &Output, urls: &[&str]) -> String {
     format!("{}\nexit {:?}", lines.join("\n"), out.status.code())
 }
 
+/// Payloads of a receive-pack advertisement, the agent masked.
+fn mask_agent(lines: Vec<String>) -> Vec<String> {
+    lines
+        .into_iter()
+        .map(|l| match l.find(" agent=") {
+            Some(i) => format!("{} agent=AGENT", &l[..i]),
+            None => l.trim_end().to_string(),
+        })
+        .collect()
+}
+
+/// gitd's receive-pack advertisement for `path`.
+fn advertisement(port: u16, path: &str) -> Vec<String> {
+    let mut raw = Raw::connect(port);
+    raw.send_pkt(format!("git-receive-pack {path}\0host=127.0.0.1\0").as_bytes());
+    let lines = raw
+        .read_until_flush()
+        .iter()
+        .map(|r| r.text())
+        .collect::<Vec<_>>();
+    raw.send(b"0000");
+    mask_agent(lines)
+}
+
+/// git's, for the same repository.
+fn git_advertisement(repo: &Path) -> Vec<String> {
+    let out = git_bounded(
+        repo,
+        &["receive-pack", "--advertise-refs", "."],
+        PUSH_TIMEOUT,
+    );
+    let mut lines = support::pkt_lines(&out.stdout);
+    if lines.last().is_some_and(|l| l == "0000") {
+        lines.pop();
+        lines.push("Flush".into());
+    }
+    mask_agent(lines)
+}
+
 /// Push the same to gitd and to git's receive-pack on a copy of the repository
 /// made beforehand; both must tell the client the same and end with the same refs.
 struct Differential {
@@ -247,6 +286,24 @@ fn plain_force_and_delete_pushes_update_the_repository() {
     assert_eq!(rev(&repo, "refs/heads/copy"), None);
     assert_eq!(rev(&repo, "refs/heads/new-v0"), None);
     fsck(&repo);
+
+    // Nothing left to push: the client sends no command.
+    let out = push(&wc, &url, &["main"]);
+    assert!(out.status.success());
+    assert!(stderr(&out).contains("Everything up-to-date"));
+
+    // Into an empty repository (no refs: a `capabilities^{}` advertisement).
+    let empty = dir.join("empty.git");
+    git(&dir, &["init", "-q", "--bare", empty.to_str().unwrap()]);
+    let out = push(&wc, &gitd.url("/empty.git"), &["main", "--tags"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut expected = refs_of(&wc, "refs/tags/");
+    expected.push(format!("{rewritten} refs/heads/main"));
+    expected.sort();
+    let mut got = refs_of(&empty, "refs/");
+    got.sort();
+    assert_eq!(got, expected);
+    fsck(&empty);
 
     // Debian's git 2.39 pushes too.
     let id = commit(&wc, "old-git");
@@ -498,6 +555,34 @@ fn a_push_cut_off_mid_pack_changes_nothing() {
             .count(),
         packs_before
     );
+    assert!(
+        wait_until(Duration::from_secs(5), || gitd.logs().contains("hung up")),
+        "{}",
+        gitd.logs()
+    );
+
+    // A pusher that sends everything and leaves while pre-receive runs.
+    hook(&repo, "pre-receive", "cat >/dev/null\nsleep 1\n");
+    let mut raw = Raw::connect(gitd.port);
+    raw.send_pkt(b"git-receive-pack /repo.git\0host=127.0.0.1\0");
+    raw.read_until_flush();
+    raw.send_pkt(format!("{old} {new} refs/heads/main\0 report-status quiet").as_bytes());
+    raw.send(b"0000");
+    raw.send(&pack);
+    std::thread::sleep(Duration::from_millis(300));
+    drop(raw);
+    assert!(
+        wait_until(Duration::from_secs(20), || gitd
+            .logs()
+            .contains("hung up before the refs were updated")),
+        "{}",
+        gitd.logs()
+    );
+    assert_eq!(rev(&repo, "main").as_deref(), Some(old.as_str()));
+    assert!(!has_object(&repo, &new));
+    assert!(wait_until(Duration::from_secs(5), || quarantines(&repo).is_empty()));
+    std::fs::remove_file(repo.join("hooks/pre-receive")).unwrap();
+
     // The server is still there, and the same push done properly goes through.
     let out = push(&wc, &gitd.url("/repo.git"), &["main"]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -589,4 +674,65 @@ fn oversized_and_shallow_pushes_are_refused() {
     let out = push(&shallow, &url, &["HEAD:refs/heads/from-shallow"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(rev(&repo, "from-shallow").as_deref(), Some(id.as_str()));
+}
+
+#[test]
+fn hidden_refs_and_checked_out_branches_are_refused_like_git() {
+    let dir = scratch("push-hidden");
+    let repo = fixture(&dir, "repo.git", 3);
+    git(&repo, &["config", "receive.hideRefs", "refs/heads/side"]);
+    let wc = work(&dir, &repo, "wc");
+    let gitd = gitd(&dir);
+    let url = gitd.url("/repo.git");
+    let ours = advertisement(gitd.port, "/repo.git");
+    assert!(
+        !ours.iter().any(|l| l.contains("refs/heads/side")),
+        "{ours:?}"
+    );
+    assert!(ours.iter().any(|l| l.contains("refs/heads/main")));
+    assert_eq!(ours, git_advertisement(&repo));
+    // Upload-pack still shows it: receive.hideRefs is for pushes only.
+    assert!(git(&wc, &["ls-remote", &url]).contains("refs/heads/side"));
+    // The advertisement of an empty repository, and with push options.
+    let empty = dir.join("empty.git");
+    git(&dir, &["init", "-q", "--bare", empty.to_str().unwrap()]);
+    git(&empty, &["config", "receive.advertisePushOptions", "true"]);
+    let ours = advertisement(gitd.port, "/empty.git");
+    assert!(ours[0].contains("capabilities^{}"), "{ours:?}");
+    assert_eq!(ours, git_advertisement(&empty));
+    let both = Differential::new(&gitd, &repo);
+    commit(&wc, "x");
+    let told = both.push(&wc, &["--force", "HEAD:refs/heads/side"]);
+    assert!(told.contains("(deny updating a hidden ref)"), "{told}");
+
+    // A non-bare repository: its checked-out branch is not pushed to unless
+    // receive.denyCurrentBranch allows it.
+    let nonbare = dir.join("nonbare");
+    git(
+        &dir,
+        &[
+            "clone",
+            "-q",
+            repo.to_str().unwrap(),
+            nonbare.to_str().unwrap(),
+        ],
+    );
+    git(&nonbare, &["config", "receive.denyDeleteCurrent", "refuse"]);
+    let both = Differential::new(&gitd, &nonbare.join(".git"));
+    let ours_url = gitd.url("/nonbare");
+    let theirs_url = format!("file://{}", both.theirs.display());
+    let id = commit(&wc, "to-nonbare");
+    let o = push(&wc, &ours_url, &["HEAD:refs/heads/main"]);
+    let t = push(&wc, &theirs_url, &["HEAD:refs/heads/main"]);
+    let urls = [ours_url.as_str(), theirs_url.as_str()];
+    assert_eq!(seen(&o, &urls), seen(&t, &urls));
+    assert!(stderr(&o).contains("refusing to update checked out branch: refs/heads/main"));
+    assert!(stderr(&o).contains("(branch is currently checked out)"));
+    let o = push(&wc, &ours_url, &["HEAD:refs/heads/elsewhere"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(rev(&nonbare, "elsewhere").as_deref(), Some(id.as_str()));
+    git(&nonbare, &["config", "receive.denyCurrentBranch", "ignore"]);
+    let o = push(&wc, &ours_url, &["HEAD:refs/heads/main"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(rev(&nonbare, "main").as_deref(), Some(id.as_str()));
 }

@@ -94,6 +94,16 @@ impl Push<'_> {
             discard(quarantine).await;
             return Ok(());
         }
+        // A pusher that hung up (interrupted while pre-receive ran) would never
+        // learn what became of its push: change nothing, as if it had hung up
+        // a moment earlier.
+        if out.hung_up().await {
+            for cmd in cmds.iter_mut() {
+                cmd.fail("the client hung up");
+            }
+            discard(quarantine).await;
+            return Err("the client hung up before the refs were updated".into());
+        }
 
         // From here on the objects are the repository's.
         let migrated = match quarantine {

@@ -168,6 +168,12 @@ where
         .iter()
         .filter(|c| c.error.is_none())
         .count();
+    if let Some(status) = &unpack_error
+        && out.hung_up().await
+    {
+        // A pack cut short: nobody is left to read the report.
+        return Err(format!("the client hung up during the pack ({status})").into());
+    }
     push.after(&mut out, &commands.commands).await;
     if out.sideband() {
         out.raw(b"0000").await;

@@ -37,6 +37,14 @@ impl<'c, S: AsyncRead + AsyncWrite + Unpin> Remote<'c, S> {
         self.gone
     }
 
+    /// Whether the pusher has gone: a write failed, or it closed its side.
+    pub async fn hung_up(&mut self) -> bool {
+        if !self.gone && self.conn.hung_up().await {
+            self.gone = true;
+        }
+        self.gone
+    }
+
     /// Text for the pusher, sent as it is (hooks' output).
     pub async fn send(&mut self, bytes: &[u8]) {
         if !self.sideband {
