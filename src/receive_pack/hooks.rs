@@ -11,8 +11,8 @@
 //! executable is ignored, as git ignores it.
 //!
 //! Unlike git, a hook gets at most the server's `--timeout` to finish; then it is
-//! killed and counts as having failed. A hook still running when its connection
-//! drops is killed too. At most 1 MiB of a hook's output reaches the pusher; the
+//! killed and counts as having failed. A hook still running when its session is
+//! dropped (gitd stopping) is killed too. At most 1 MiB of a hook's output reaches the pusher; the
 //! rest is read and dropped.
 
 use std::ffi::OsString;
