@@ -736,3 +736,56 @@ fn hidden_refs_and_checked_out_branches_are_refused_like_git() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(rev(&nonbare, "main").as_deref(), Some(id.as_str()));
 }
+
+#[test]
+fn hooks_are_bounded_in_time_and_output() {
+    let dir = scratch("push-bounds");
+    let repo = fixture(&dir, "repo.git", 3);
+    let wc = work(&dir, &repo, "wc");
+    let gitd = Gitd::start(
+        &dir,
+        &[
+            &format!("--base-path={}", dir.display()),
+            "--export-all",
+            "--enable=receive-pack",
+            "--timeout=3",
+        ],
+    );
+    let url = gitd.url("/repo.git");
+    // A hook printing 3 MiB: the pusher gets 1 MiB and a note, the push goes on.
+    hook(
+        &repo,
+        "pre-receive",
+        "cat >/dev/null\nhead -c 3145728 /dev/zero | tr '\\0' x\n",
+    );
+    let id = commit(&wc, "chatty");
+    let out = push(&wc, &url, &["main"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stderr(&out);
+    assert!(
+        text.contains("truncated after 1048576 bytes"),
+        "{}",
+        &text[text.len() - 300..]
+    );
+    let xs = text.bytes().filter(|&b| b == b'x').count();
+    assert!((1 << 20..(1 << 20) + 1000).contains(&xs), "{xs}");
+    assert_eq!(rev(&repo, "main").as_deref(), Some(id.as_str()));
+
+    // A hook that never ends is stopped at --timeout and refuses the push.
+    hook(
+        &repo,
+        "pre-receive",
+        "cat >/dev/null\nsleep 30 &\necho waiting\nwait\n",
+    );
+    let next = commit(&wc, "slow");
+    let started = std::time::Instant::now();
+    let out = push(&wc, &url, &["main"]);
+    assert!(started.elapsed() < Duration::from_secs(20));
+    assert!(!out.status.success());
+    let text = stderr(&out);
+    assert!(text.contains("remote: waiting"), "{text}");
+    assert!(text.contains("hook pre-receive timed out"), "{text}");
+    assert!(text.contains("(pre-receive hook declined)"), "{text}");
+    assert_ne!(rev(&repo, "main").as_deref(), Some(next.as_str()));
+    assert!(!has_object(&repo, &next));
+}

@@ -12,8 +12,8 @@
 //!
 //! Unlike git, a hook gets at most the server's `--timeout` to finish; then it is
 //! killed and counts as having failed. A hook still running when its session is
-//! dropped (gitd stopping) is killed too. At most 1 MiB of a hook's output reaches the pusher; the
-//! rest is read and dropped.
+//! dropped (gitd stopping) is killed too. At most 1 MiB of a hook's output reaches
+//! the pusher; the rest is read and dropped.
 
 use std::ffi::OsString;
 use std::os::fd::{FromRawFd, OwnedFd};
@@ -144,6 +144,8 @@ impl Hooks {
             // One pipe for both, so the pusher sees them interleaved as written.
             .stdout(Stdio::from(write_end.try_clone()?))
             .stderr(Stdio::from(write_end))
+            // Its own process group, so that a timeout kills what it started too.
+            .process_group(0)
             .kill_on_drop(true);
         for var in SCRUB {
             cmd.env_remove(var);
@@ -205,7 +207,7 @@ impl Hooks {
                 },
                 () = tokio::time::sleep(KEEPALIVE) => out.keepalive().await,
                 () = tokio::time::sleep_until(deadline) => {
-                    let _ = child.start_kill();
+                    kill_group(&mut child);
                     out.error(&format!("hook {} timed out", display_name(path))).await;
                     break;
                 }
@@ -215,12 +217,24 @@ impl Hooks {
         let status = match tokio::time::timeout_at(deadline, child.wait()).await {
             Ok(status) => status?,
             Err(_) => {
-                let _ = child.start_kill();
+                kill_group(&mut child);
                 child.wait().await?
             }
         };
         Ok(status.success())
     }
+}
+
+/// Kill a hook and everything in its process group.
+fn kill_group(child: &mut tokio::process::Child) {
+    if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
+        // SAFETY: kill has no memory effects; the group is the hook's own, as it
+        // was started with `process_group(0)` and has not been reaped yet.
+        unsafe {
+            libc::kill(-pid, libc::SIGKILL);
+        }
+    }
+    let _ = child.start_kill();
 }
 
 fn display_name(path: &Path) -> String {
