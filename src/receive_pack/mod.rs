@@ -157,11 +157,7 @@ where
 
     if caps.report_status || caps.report_status_v2 {
         let report = report(unpack_error.as_deref(), &commands.commands);
-        if out.sideband() {
-            out.data(&report).await;
-        } else {
-            out.raw(&report).await;
-        }
+        out.report(&report).await;
     }
     stats.updated = commands
         .commands

@@ -17,6 +17,8 @@ pub struct Remote<'c, S> {
     pub conn: &'c mut Connection<S>,
     sideband: bool,
     gone: bool,
+    /// The report has been sent: the data channel is finished.
+    reported: bool,
 }
 
 impl<'c, S: AsyncRead + AsyncWrite + Unpin> Remote<'c, S> {
@@ -25,6 +27,7 @@ impl<'c, S: AsyncRead + AsyncWrite + Unpin> Remote<'c, S> {
             conn,
             sideband,
             gone: false,
+            reported: false,
         }
     }
 
@@ -68,18 +71,25 @@ impl<'c, S: AsyncRead + AsyncWrite + Unpin> Remote<'c, S> {
 
     /// An empty side-band packet that keeps the connection alive while a hook
     /// takes its time (git's keepalive, `0005\1`).
+    /// Only before the report: after it the client reads nothing more on the data
+    /// channel.
     pub async fn keepalive(&mut self) {
-        if self.sideband {
+        if self.sideband && !self.reported {
             self.band(Channel::Data, b"").await;
         }
     }
 
-    /// Bytes on the data channel (the report, with side-band).
-    pub async fn data(&mut self, bytes: &[u8]) {
-        self.band(Channel::Data, bytes).await;
+    /// The report, on the data channel with side-band, else as it is.
+    pub async fn report(&mut self, bytes: &[u8]) {
+        if self.sideband {
+            self.band(Channel::Data, bytes).await;
+        } else {
+            self.raw(bytes).await;
+        }
+        self.reported = true;
     }
 
-    /// Bytes as they are (the report, without side-band).
+    /// Bytes as they are (the closing flush with side-band).
     pub async fn raw(&mut self, bytes: &[u8]) {
         if self.gone {
             return;
