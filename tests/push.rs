@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use support::{Gitd, Raw, fixture, git, git_bounded, git_cmd, refs_of, scratch, wait_until};
+use support::{
+    Gitd, Raw, fixture, git, git_bounded, git_cmd, pkt, pkt_lines, refs_of, scratch, wait_until,
+};
 
 const PUSH_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -788,4 +790,89 @@ fn hooks_are_bounded_in_time_and_output() {
     assert!(text.contains("(pre-receive hook declined)"), "{text}");
     assert_ne!(rev(&repo, "main").as_deref(), Some(next.as_str()));
     assert!(!has_object(&repo, &next));
+}
+
+/// The pkt-lines after the advertisement: what a server answered to `input`.
+fn answer(bytes: &[u8]) -> Vec<String> {
+    let lines = pkt_lines(bytes);
+    let start = lines.iter().position(|l| l == "0000").map_or(0, |i| i + 1);
+    lines[start..].to_vec()
+}
+
+/// gitd's answer to `input` after the advertisement of `path`.
+fn raw_push(port: u16, path: &str, input: &[u8]) -> Vec<String> {
+    let mut raw = Raw::connect(port);
+    raw.send_pkt(format!("git-receive-pack {path}\0host=127.0.0.1\0").as_bytes());
+    raw.send(input);
+    let mut out = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut raw.stream, &mut out);
+    answer(&out)
+}
+
+/// git's receive-pack's answer to the same input, on a pipe.
+fn git_push(repo: &Path, input: &[u8]) -> Vec<String> {
+    let mut child = git_cmd(repo)
+        .args(["receive-pack", "."])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let out = support::wait_bounded(child, PUSH_TIMEOUT);
+    writer.join().unwrap();
+    answer(&out.stdout)
+}
+
+#[test]
+fn malformed_pushes_get_clear_answers() {
+    let dir = scratch("push-malformed");
+    let repo = fixture(&dir, "repo.git", 3);
+    let theirs = twin(&repo);
+    let gitd = gitd(&dir);
+    let old = rev(&repo, "main").unwrap();
+    let side = rev(&repo, "side").unwrap();
+    let zero = "0".repeat(40);
+
+    // A pack that is not one: the report says why, without side-band (report-status v1).
+    let mut input = pkt(format!("{zero} {old} refs/heads/copy\0 report-status").as_bytes());
+    input.extend_from_slice(b"0000KCAP\0\0\0\x02\0\0\0\x01");
+    let ours = raw_push(gitd.port, "/repo.git", &input);
+    assert_eq!(
+        ours,
+        [
+            "unpack protocol error (pack signature mismatch detected)\n",
+            "ng refs/heads/copy unpacker error\n",
+            "0000"
+        ]
+    );
+    assert_eq!(ours, git_push(&theirs, &input));
+
+    // A deletion with a stale old value, and a delete-only push (no pack at all).
+    let mut input = pkt(format!("{old} {zero} refs/heads/side\0 report-status").as_bytes());
+    input.extend(pkt(format!("{side} {zero} refs/heads/topic").as_bytes()));
+    input.extend_from_slice(b"0000");
+    let ours = raw_push(gitd.port, "/repo.git", &input);
+    assert_eq!(ours[0], "unpack ok\n");
+    assert_eq!(ours[1], "ng refs/heads/side failed to update ref\n");
+    assert_eq!(ours[2], "ng refs/heads/topic failed to update ref\n");
+    assert_eq!(ours, git_push(&theirs, &input));
+    assert!(rev(&repo, "refs/heads/side").is_some());
+
+    // A line that is no command: an ERR line, and the server goes on.
+    let mut raw = Raw::connect(gitd.port);
+    raw.send_pkt(b"git-receive-pack /repo.git\0host=127.0.0.1\0");
+    raw.read_until_flush();
+    raw.send_pkt(b"abc refs/heads/x").send(b"0000");
+    let reply = raw.read().text();
+    assert!(
+        reply.contains("protocol error: expected old/new/ref, got 'abc refs/heads/x'"),
+        "{reply}"
+    );
+    let out = git_bounded(&dir, &["ls-remote", &gitd.url("/repo.git")], PUSH_TIMEOUT);
+    assert!(out.status.success());
 }
