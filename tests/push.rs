@@ -427,6 +427,15 @@ fn hidden_refs_and_checked_out_branches_are_refused_like_git() {
     commit(&wc, "x");
     let told = both.push(&wc, &["--force", "HEAD:refs/heads/side"]);
     assert!(told.contains("(deny updating a hidden ref)"), "{told}");
+    // git's atomic transaction covers only the refs that passed the early checks:
+    // next to a hidden ref, main is still updated.
+    let id = commit(&wc, "y");
+    let told = both.push(
+        &wc,
+        &["--atomic", "HEAD:refs/heads/main", "HEAD:refs/heads/side"],
+    );
+    assert!(told.contains("(deny updating a hidden ref)"), "{told}");
+    assert_eq!(rev(&repo, "main").as_deref(), Some(id.as_str()));
 
     // A non-bare repository: its checked-out branch is not pushed to unless
     // receive.denyCurrentBranch allows it.

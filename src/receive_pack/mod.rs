@@ -110,13 +110,22 @@ where
     let mut unpack_detail = None;
     let mut quarantine = None;
     if !commands.delete_only() {
-        let q = blocking(repo, |r| {
-            Ok(quarantine::Quarantine::create(
-                r.objects.store_ref().path(),
-            )?)
+        let created = blocking(repo, |r| {
+            Ok(quarantine::Quarantine::create(r.objects.store_ref().path()))
         })
         .await?;
-        match unpack::receive(conn, repo, q, cfg.max_input_size).await? {
+        let received = match created {
+            Ok(q) => unpack::receive(conn, repo, q, cfg.max_input_size).await?,
+            Err(e) => {
+                // A read-only repository, most likely: git's words, and why in the log.
+                warn!("cannot create a quarantine directory: {e}");
+                Err(unpack::UnpackError {
+                    status: "unable to create temporary object directory".into(),
+                    detail: None,
+                })
+            }
+        };
+        match received {
             Ok(unpacked) => {
                 stats.objects = unpacked.objects;
                 quarantine = Some(unpacked.quarantine);
