@@ -521,3 +521,46 @@ fn hooks_are_bounded_in_time_and_output() {
     assert_ne!(rev(&repo, "main").as_deref(), Some(next.as_str()));
     assert!(!has_object(&repo, &next));
 }
+
+#[test]
+fn symbolic_refs_pushed_with_their_target_are_updated_once_like_git() {
+    let dir = scratch("push-symref");
+    let repo = fixture(&dir, "repo.git", 3);
+    git(
+        &repo,
+        &["symbolic-ref", "refs/heads/alias", "refs/heads/main"],
+    );
+    let wc = work(&dir, &repo, "wc");
+    let gitd = gitd(&dir);
+    let both = Differential::new(&gitd, &repo);
+    // Through the symbolic ref alone.
+    let one = commit(&wc, "via-alias");
+    both.push(&wc, &["HEAD:refs/heads/alias"]);
+    assert_eq!(rev(&repo, "main").as_deref(), Some(one.as_str()));
+    // With its target, the same update: done once, both reported ok.
+    let two = commit(&wc, "both");
+    let told = both.push(&wc, &["HEAD:refs/heads/alias", "HEAD:refs/heads/main"]);
+    assert!(told.ends_with("exit Some(0)"), "{told}");
+    assert_eq!(rev(&repo, "main").as_deref(), Some(two.as_str()));
+    // Different updates: both refused.
+    commit(&wc, "three");
+    let other = git(
+        &wc,
+        &[
+            "commit-tree",
+            "-p",
+            "HEAD~1",
+            "-m",
+            "other",
+            "HEAD~1^{tree}",
+        ],
+    );
+    let other = format!("{}:refs/heads/main", other.trim());
+    let told = both.push(&wc, &["HEAD:refs/heads/alias", &other]);
+    assert!(
+        told.contains("refusing inconsistent update between symref 'refs/heads/alias'"),
+        "{told}"
+    );
+    assert!(told.contains("(inconsistent aliased update)"), "{told}");
+    assert_eq!(rev(&repo, "main").as_deref(), Some(two.as_str()));
+}

@@ -158,6 +158,15 @@ impl Push<'_> {
         out: &mut Remote<'_, S>,
         cmds: &mut [Command],
     ) -> Result<()> {
+        let all = cmds.to_vec();
+        let (aliased, messages) = blocking(self.repo, move |r| {
+            let (mut all, mut messages) = (all, Vec::new());
+            update::check_aliases(r, &mut all, &mut messages);
+            Ok((all, messages))
+        })
+        .await?;
+        cmds.clone_from_slice(&aliased);
+        tell(out, messages).await;
         // HEAD is read after the objects moved in, as git does.
         let ctx = Arc::new(blocking(self.repo, |r| Ok(Context::read(r))).await?);
         let cfg = Arc::new(self.cfg.clone());

@@ -248,6 +248,72 @@ fn plan(repo: &gix::Repository, cmd: &Command, name: FullName) -> Planned {
     }
 }
 
+/// git's `check_aliased_updates`: a command on a symbolic ref whose target is
+/// updated by the same push is done by that update (reported `ok`, not applied
+/// twice); if the two disagree, both are refused. Run after the objects moved in.
+pub fn check_aliases(repo: &gix::Repository, cmds: &mut [Command], messages: &mut Vec<Message>) {
+    let names: Vec<BString> = cmds.iter().map(|c| c.name.clone()).collect();
+    for i in 0..cmds.len() {
+        if cmds[i].error.is_some() {
+            continue;
+        }
+        let target = match symref_target(repo, cmds[i].name.as_bstr()) {
+            Ok(None) => continue,
+            Ok(Some(target)) => target,
+            Err(()) => {
+                messages.push(Message::Error(format!(
+                    "refusing update to broken symref '{}'",
+                    cmds[i].name
+                )));
+                cmds[i].skip_update = true;
+                cmds[i].fail("broken symref");
+                continue;
+            }
+        };
+        let Some(j) = names.iter().position(|n| *n == target) else {
+            continue;
+        };
+        cmds[i].skip_update = true;
+        if (cmds[i].old, cmds[i].new) == (cmds[j].old, cmds[j].new) {
+            continue;
+        }
+        cmds[j].skip_update = true;
+        let short = |id: ObjectId| id.to_hex_with_len(7).to_string();
+        messages.push(Message::Error(format!(
+            "refusing inconsistent update between symref '{}' ({}..{}) and its target '{}' ({}..{})",
+            cmds[i].name,
+            short(cmds[i].old),
+            short(cmds[i].new),
+            cmds[j].name,
+            short(cmds[j].old),
+            short(cmds[j].new),
+        )));
+        cmds[i].error = Some("inconsistent aliased update".into());
+        cmds[j].error = Some("inconsistent aliased update".into());
+    }
+}
+
+/// Where a symbolic ref ends (its last target, which may not exist yet); `None`
+/// for a ref that is not symbolic or does not exist, `Err` for a broken chain.
+fn symref_target(repo: &gix::Repository, name: &BStr) -> Result<Option<BString>, ()> {
+    let mut current: BString = name.to_owned();
+    let mut symbolic = false;
+    // git gives up after 5 levels (SYMREF_MAXDEPTH).
+    for _ in 0..=5 {
+        let Some(r) = repo.try_find_reference(current.as_bstr()).map_err(|_| ())? else {
+            return Ok(symbolic.then_some(current));
+        };
+        match r.target() {
+            gix::refs::TargetRef::Symbolic(t) => {
+                current = t.as_bstr().to_owned();
+                symbolic = true;
+            }
+            gix::refs::TargetRef::Object(_) => return Ok(symbolic.then_some(current)),
+        }
+    }
+    Err(())
+}
+
 /// git's refname rule for pushes: under `refs/`, a valid name, and at least two
 /// levels below `refs/` unless deleting. The validated name, or `None`.
 fn funny(name: &BStr, deleting: bool) -> Option<FullName> {
