@@ -423,6 +423,24 @@ fn hidden_refs_and_checked_out_branches_are_refused_like_git() {
     let ours = advertisement(gitd.port, "/empty.git");
     assert!(ours[0].contains("capabilities^{}"), "{ours:?}");
     assert_eq!(ours, git_advertisement(&empty));
+    // A repository borrowing objects: the lender's tips come as `.have` lines.
+    let fork = dir.join("fork.git");
+    git(
+        &dir,
+        &[
+            "clone",
+            "-q",
+            "--bare",
+            "--shared",
+            repo.to_str().unwrap(),
+            fork.to_str().unwrap(),
+        ],
+    );
+    git(&repo, &["branch", "lender-only", "main~1"]);
+    let ours = advertisement(gitd.port, "/fork.git");
+    let lender = rev(&repo, "lender-only").unwrap();
+    assert!(ours.contains(&format!("{lender} .have")), "{ours:?}");
+    assert_eq!(ours, git_advertisement(&fork));
     let both = Differential::new(&gitd, &repo);
     commit(&wc, "x");
     let told = both.push(&wc, &["--force", "HEAD:refs/heads/side"]);

@@ -26,9 +26,11 @@ pub mod quarantine;
 pub mod unpack;
 pub mod update;
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use gix::ObjectId;
 use gix::bstr::BString;
 use gix_packetline::blocking_io::encode;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -80,11 +82,12 @@ where
         warn!("receive.fsckObjects is set but gitd does not check objects beyond their format");
     }
     let refs = blocking(repo, refs::collect).await?;
+    let alternates = blocking(repo, |r| Ok(alternate_tips(r))).await?;
     // git has no push in protocol v2: its receive-pack answers a v2 request in v0.
     if version == ProtocolVersion::V1 {
         conn.text("version 1");
     }
-    advertise(conn, &cfg, &refs);
+    advertise(conn, &cfg, &refs, &alternates);
     conn.flush().await?;
 
     let offered = Offered {
@@ -186,25 +189,32 @@ where
     Ok(Some(stats))
 }
 
-/// The ref advertisement: every ref but hidden ones (no `HEAD`, no peeled tags, as
-/// git's receive-pack), the capabilities on the first line, or on a
-/// `capabilities^{}` placeholder when there is no ref. git also advertises the
-/// tips of alternates as `.have` lines; gitd does not (the client then sends those
-/// objects again, which is correct, just larger).
+/// The ref advertisement, as git's receive-pack writes it: every ref but hidden
+/// ones (no `HEAD`, no peeled tags), then the tips of the repositories this one
+/// borrows objects from as `.have` lines (so that the client does not send what
+/// they hold), the capabilities on the first line, or on a `capabilities^{}`
+/// placeholder when there is nothing else.
 fn advertise<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Connection<S>,
     cfg: &ReceiveConfig,
     refs: &[refs::AdvertisedRef],
+    alternates: &[ObjectId],
 ) {
     let caps = capabilities(cfg);
     let mut first = true;
-    for r in refs
+    let mut seen = HashSet::new();
+    let own = refs
         .iter()
         .filter(|r| r.name != "HEAD" && !cfg.is_hidden(r.name.as_ref()))
-    {
-        let Some(target) = r.target else { continue };
+        .filter_map(|r| Some((r.target?, r.name.as_slice())));
+    let have: &[u8] = b".have";
+    let theirs = alternates.iter().map(|id| (*id, have));
+    for (target, name) in own.chain(theirs) {
+        if !seen.insert(target) && name == have {
+            continue;
+        }
         let mut line = format!("{target} ").into_bytes();
-        line.extend_from_slice(&r.name);
+        line.extend_from_slice(name);
         if first {
             line.push(0);
             line.extend_from_slice(caps.as_bytes());
@@ -223,6 +233,43 @@ fn advertise<S: AsyncRead + AsyncWrite + Unpin>(
         );
     }
     conn.flush_pkt();
+}
+
+/// What the refs of the repositories in `objects/info/alternates` point at, in
+/// their name order (git's `for_each_alternate_ref`: an alternate counts if it is
+/// the `objects` directory of a repository with a `refs` directory).
+fn alternate_tips(repo: &gix::Repository) -> Vec<ObjectId> {
+    let Ok(paths) = repo.objects.store_ref().alternate_db_paths() else {
+        return Vec::new();
+    };
+    let mut tips = Vec::new();
+    for objects in paths {
+        let Some(git_dir) = objects
+            .canonicalize()
+            .ok()
+            .filter(|p| p.file_name().is_some_and(|n| n == "objects"))
+            .and_then(|p| p.parent().map(ToOwned::to_owned))
+        else {
+            continue;
+        };
+        if !git_dir.join("refs").is_dir() {
+            continue;
+        }
+        let Ok(alternate) = gix::open_opts(&git_dir, gix::open::Options::isolated()) else {
+            continue;
+        };
+        let Ok(platform) = alternate.references() else {
+            continue;
+        };
+        let Ok(all) = platform.all() else { continue };
+        for r in all.flatten() {
+            let mut r = r;
+            if let Ok(id) = r.follow_to_object() {
+                tips.push(id.detach());
+            }
+        }
+    }
+    tips
 }
 
 /// receive-pack's capability list (`show_ref` in git).
