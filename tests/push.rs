@@ -55,7 +55,7 @@ fn plain_force_and_delete_pushes_update_the_repository() {
     let out = push(&wc, &url, &["main"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(rev(&repo, "main").as_deref(), Some(first.as_str()));
-    for v in ["0", "1"] {
+    for v in ["0", "1", "2"] {
         let id = commit(&wc, &format!("v{v}"));
         let out = git_bounded(
             &wc,
@@ -91,7 +91,7 @@ fn plain_force_and_delete_pushes_update_the_repository() {
     assert_eq!(keeps, 0);
 
     // A rewritten history needs --force.
-    git(&wc, &["reset", "-q", "--hard", "HEAD~3"]);
+    git(&wc, &["reset", "-q", "--hard", &format!("{first}~1")]);
     let rewritten = commit(&wc, "rewritten");
     let out = push(&wc, &url, &["main"]);
     assert!(!out.status.success());

@@ -53,9 +53,6 @@ const CAPABILITIES: &str = "report-status report-status-v2 delete-refs side-band
 pub struct PushStats {
     /// Objects in the received pack.
     pub objects: u32,
-    /// Commands received, and how many of them succeeded.
-    pub commands: usize,
-    pub updated: usize,
 }
 
 /// Server-side settings of a push that do not come from the repository.
@@ -103,10 +100,7 @@ where
         None
     };
     let caps = commands.caps.clone();
-    let mut stats = PushStats {
-        commands: commands.commands.len(),
-        ..Default::default()
-    };
+    let mut stats = PushStats::default();
 
     // The pack, unless the push only deletes.
     let mut unpack_error = None;
@@ -167,20 +161,15 @@ where
     )
     .await?;
 
-    if caps.report_status || caps.report_status_v2 {
-        let report = report(unpack_error.as_deref(), &commands.commands);
-        out.report(&report).await;
-    }
-    stats.updated = commands
-        .commands
-        .iter()
-        .filter(|c| c.error.is_none())
-        .count();
     if let Some(status) = &unpack_error
         && out.hung_up().await
     {
         // A pack cut short: nobody is left to read the report.
         return Err(format!("the client hung up during the pack ({status})").into());
+    }
+    if caps.report_status || caps.report_status_v2 {
+        let report = report(unpack_error.as_deref(), &commands.commands);
+        out.report(&report).await;
     }
     push.after(&mut out, &commands.commands).await;
     if out.sideband() {
