@@ -14,6 +14,9 @@ use crate::{ClientError, Result};
 pub const MAX_COMMANDS: usize = 100_000;
 /// Most push options one push may carry.
 pub const MAX_PUSH_OPTIONS: usize = 1_000;
+/// Most bytes of commands, or of push options, one push may send: pkt-lines are
+/// up to 64 KiB each, so the counts alone would still allow gigabytes.
+pub const MAX_SECTION_BYTES: usize = 32 << 20;
 
 /// One ref update the client asked for, and what became of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,6 +99,7 @@ pub async fn read<S: AsyncRead + AsyncWrite + Unpin>(
     offered: Offered,
 ) -> Result<Option<Commands>> {
     let mut out = Commands::default();
+    let mut bytes = 0;
     loop {
         let packet = match conn.read_packet().await? {
             None => return Ok(None),
@@ -106,6 +110,12 @@ pub async fn read<S: AsyncRead + AsyncWrite + Unpin>(
             _ => break,
         };
         parse_line(line, offered, &mut out)?;
+        bytes += line.len();
+        if bytes > MAX_SECTION_BYTES {
+            return Err(ClientError::boxed(format!(
+                "protocol error: more than {MAX_SECTION_BYTES} bytes of commands"
+            )));
+        }
         if out.commands.len() > MAX_COMMANDS {
             return Err(ClientError::boxed(format!(
                 "protocol error: more than {MAX_COMMANDS} commands"
@@ -199,11 +209,18 @@ pub async fn read_push_options<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Connection<S>,
 ) -> Result<Vec<BString>> {
     let mut options = Vec::new();
+    let mut bytes = 0;
     loop {
         let packet = conn.expect_packet().await?;
         let Some(line) = packet.text() else {
             return Ok(options);
         };
+        bytes += line.len();
+        if bytes > MAX_SECTION_BYTES {
+            return Err(ClientError::boxed(format!(
+                "protocol error: more than {MAX_SECTION_BYTES} bytes of push options"
+            )));
+        }
         if options.len() >= MAX_PUSH_OPTIONS {
             return Err(ClientError::boxed(format!(
                 "protocol error: more than {MAX_PUSH_OPTIONS} push options"
@@ -254,6 +271,22 @@ mod tests {
         assert_eq!(out.commands[1].name, "refs/heads/old");
         assert_eq!(out.shallow.len(), 1);
         assert!(!out.delete_only());
+    }
+
+    #[tokio::test]
+    async fn the_command_section_is_bounded_in_bytes() {
+        let name = "x".repeat(65_000);
+        let mut input = Vec::new();
+        for _ in 0..(MAX_SECTION_BYTES / 65_000 + 2) {
+            let line = format!("{Z} {A} refs/heads/{name}");
+            input.extend_from_slice(format!("{:04x}", line.len() + 4).as_bytes());
+            input.extend_from_slice(line.as_bytes());
+        }
+        input.extend_from_slice(b"0000");
+        let stream = tokio::io::join(&input[..], tokio::io::sink());
+        let mut conn = Connection::new(stream, std::time::Duration::from_secs(5));
+        let err = read(&mut conn, Offered::default()).await.unwrap_err();
+        assert!(err.to_string().contains("bytes of commands"), "{err}");
     }
 
     #[test]
