@@ -166,6 +166,7 @@ impl Handler {
                 let settings = receive_pack::PushSettings {
                     peer: self.peer,
                     hook_timeout: self.config.timeout,
+                    max_input_size: self.config.max_input_size,
                 };
                 let stats =
                     receive_pack::serve(conn, &repo, request.protocol_version(), &settings).await?;

@@ -67,6 +67,7 @@ fn serve(args: ServeArgs, matches: &ArgMatches) -> ExitCode {
         max_connections: args.max_connections,
         init_timeout: Duration::from_secs(args.init_timeout),
         timeout: Duration::from_secs(args.timeout),
+        max_input_size: args.max_input_size,
         ..Config::default()
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()

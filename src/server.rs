@@ -33,6 +33,8 @@ pub struct Config {
     pub timeout: Duration,
     /// How long running requests may continue after a stop was decided.
     pub shutdown_grace: Duration,
+    /// Largest pack a push may send, in bytes (0: no limit of the server's own).
+    pub max_input_size: u64,
 }
 
 impl Default for Config {
@@ -44,6 +46,7 @@ impl Default for Config {
             init_timeout: Duration::from_secs(10),
             timeout: Duration::from_secs(300),
             shutdown_grace: Duration::from_secs(30),
+            max_input_size: 0,
         }
     }
 }

@@ -368,6 +368,20 @@ fn oversized_and_shallow_pushes_are_refused() {
     assert!(text.contains("(unpacker error)"), "{text}");
     assert!(!has_object(&repo, &big));
     git(&repo, &["config", "--unset", "receive.maxInputSize"]);
+    // The same limit for every repository, from the command line.
+    let limited = Gitd::start(
+        &dir,
+        &[
+            &format!("--base-path={}", dir.display()),
+            "--export-all",
+            "--enable=receive-pack",
+            "--max-input-size=100",
+        ],
+    );
+    let out = push(&wc, &limited.url("/repo.git"), &["main"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("pack exceeds maximum allowed size"));
+    assert!(!has_object(&repo, &big));
 
     // A shallow clone pushing history whose root the server lacks.
     let empty = dir.join("empty.git");

@@ -62,6 +62,8 @@ pub struct PushSettings {
     pub peer: Option<SocketAddr>,
     /// How long one hook may run.
     pub hook_timeout: Duration,
+    /// `--max-input-size` (0: none).
+    pub max_input_size: u64,
 }
 
 /// Serve one receive-pack session on `conn`.
@@ -112,7 +114,7 @@ where
         })
         .await?;
         let received = match created {
-            Ok(q) => unpack::receive(conn, repo, q, cfg.max_input_size).await?,
+            Ok(q) => unpack::receive(conn, repo, q, input_limit(settings, &cfg)).await?,
             Err(e) => {
                 // A read-only repository, most likely: git's words, and why in the log.
                 warn!("cannot create a quarantine directory: {e}");
@@ -176,6 +178,16 @@ where
         out.raw(b"0000").await;
     }
     Ok(Some(stats))
+}
+
+/// The smaller of the server's and the repository's limits on a pack's size,
+/// where set (0: none).
+fn input_limit(settings: &PushSettings, cfg: &ReceiveConfig) -> u64 {
+    match (settings.max_input_size, cfg.max_input_size) {
+        (0, repo) => repo,
+        (server, 0) => server,
+        (server, repo) => server.min(repo),
+    }
 }
 
 /// The ref advertisement, as git's receive-pack writes it: every ref but hidden
