@@ -317,8 +317,9 @@ fn hooks_get_push_options_and_post_receive_its_input() {
 fn of_two_racing_pushes_one_wins_and_the_other_fails_cleanly() {
     let dir = scratch("push-race");
     let repo = fixture(&dir, "repo.git", 3);
-    // Both pushes wait here after their checks, so both expect the same old value.
-    hook(&repo, "pre-receive", "cat >/dev/null\nsleep 1\n");
+    // Both pushes wait here after reading the same advertisement, so both expect
+    // the same old value when they reach the ref update.
+    hook(&repo, "pre-receive", "cat >/dev/null\nsleep 2\n");
     let a = work(&dir, &repo, "a");
     let b = work(&dir, &repo, "b");
     let (ida, idb) = (commit(&a, "from-a"), commit(&b, "from-b"));
