@@ -107,6 +107,11 @@ pub struct ServeArgs {
     #[arg(long, value_name = "BYTES", default_value = "4g", value_parser = byte_size)]
     pub archive_max_bytes: u64,
 
+    /// Refuse pushed packs larger than this many bytes (0: no limit), for every
+    /// repository; a repository's receive.maxInputSize may set a lower one.
+    #[arg(long, value_name = "BYTES", default_value_t = 0)]
+    pub max_input_size: u64,
+
     /// Log every request, not only failures.
     #[arg(long)]
     pub verbose: bool,

@@ -114,6 +114,51 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         }
     }
 
+    /// The per-operation timeout.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Read raw bytes, not pkt-lines (the pack a pusher sends after its commands):
+    /// whatever is already buffered, else what one read of the socket returns.
+    /// `Ok(None)` at the end of the stream. No timeout: the caller decides how long
+    /// a silent client may take (see `receive_pack::unpack`). Cancel-safe: a read
+    /// interrupted by `select!` loses nothing.
+    pub async fn read_raw(&mut self) -> Result<Option<Vec<u8>>> {
+        if self.rpos < self.rbuf.len() {
+            let out = self.rbuf[self.rpos..].to_vec();
+            self.rbuf.clear();
+            self.rpos = 0;
+            return Ok(Some(out));
+        }
+        self.rbuf.clear();
+        self.rpos = 0;
+        self.rbuf.reserve(64 * 1024);
+        if self.stream.read_buf(&mut self.rbuf).await? == 0 {
+            return Ok(None);
+        }
+        let out = self.rbuf.clone();
+        self.rbuf.clear();
+        Ok(Some(out))
+    }
+
+    /// Whether the client has closed its side, without waiting: a pusher sends
+    /// nothing while it waits for the report, so an end of stream then means it is
+    /// gone. Bytes that did come stay buffered for the next read.
+    pub async fn hung_up(&mut self) -> bool {
+        if self.rpos < self.rbuf.len() {
+            return false;
+        }
+        self.rbuf.clear();
+        self.rpos = 0;
+        self.rbuf.reserve(4096);
+        // `timeout` polls the read once before looking at the (expired) deadline.
+        match tokio::time::timeout(Duration::ZERO, self.stream.read_buf(&mut self.rbuf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => true,
+            Ok(Ok(_)) | Err(_) => false,
+        }
+    }
+
     /// Read the next pkt-line; the end of the stream is an error here.
     pub async fn expect_packet(&mut self) -> Result<Packet> {
         self.read_packet()

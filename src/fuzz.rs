@@ -3,6 +3,7 @@
 //! Errors are expected; a panic, a hang or unbounded memory is a bug.
 
 use crate::connection::Connection;
+use crate::receive_pack::commands::{self, Offered};
 use crate::request::Request;
 use crate::upload_pack::config::UploadPackConfig;
 use crate::upload_pack::{v0, v2};
@@ -75,6 +76,22 @@ pub fn v0_negotiation(data: &[u8]) {
         let mut conn = connection(data);
         if let Ok(Some(_wants)) = v0::read_wants(&mut conn, &cfg).await {
             while let Ok(Some(_round)) = v0::read_round(&mut conn).await {}
+        }
+    })
+}
+
+/// A push's command section, with `shallow` lines and push options.
+pub fn push_commands(data: &[u8]) {
+    let offered = Offered {
+        atomic: true,
+        push_options: true,
+    };
+    block_on(async {
+        let mut conn = connection(data);
+        if let Ok(Some(cmds)) = commands::read(&mut conn, offered).await
+            && cmds.caps.push_options
+        {
+            let _ = commands::read_push_options(&mut conn).await;
         }
     })
 }

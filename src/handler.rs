@@ -15,7 +15,7 @@ use crate::policy::{self, Denied};
 use crate::request::{ProtocolVersion, Request, Service};
 use crate::server::Config;
 use crate::shutdown::Activity;
-use crate::{ClientError, Result, upload_archive, upload_pack};
+use crate::{ClientError, Result, receive_pack, upload_archive, upload_pack};
 
 /// What one request did, for its log line.
 #[derive(Debug, Default)]
@@ -165,8 +165,20 @@ impl Handler {
             Service::UploadArchive => {
                 upload_archive::serve(conn, &repo, self.config.archive_limits).await
             }
-            // Not implemented yet: refused as if disabled.
-            Service::ReceivePack => Err(refuse(Denied::ServiceNotEnabled)),
+            Service::ReceivePack => {
+                let settings = receive_pack::PushSettings {
+                    peer: self.peer,
+                    hook_timeout: self.config.timeout,
+                    max_input_size: self.config.max_input_size,
+                };
+                let stats =
+                    receive_pack::serve(conn, &repo, request.protocol_version(), &settings).await?;
+                log.pack = stats.map(|s| PackStats {
+                    objects: s.objects as usize,
+                    ..Default::default()
+                });
+                Ok(())
+            }
         }
     }
 }

@@ -7,8 +7,9 @@
 //! The layout follows tokio's mini-redis: [`server`] accepts and runs one
 //! [`server::Handler`] per connection, [`connection`] frames pkt-lines, [`request`]
 //! and [`policy`] decide what may be served, [`upload_pack`] speaks the protocol,
-//! [`pack`] builds the packfile and [`upload_archive`] serves `git archive
-//! --remote`. The binary in `main.rs` is a thin layer over this.
+//! [`pack`] builds the packfile, [`upload_archive`] serves `git archive --remote`
+//! and [`receive_pack`] accepts pushes. The binary in `main.rs` is a thin layer
+//! over this.
 
 pub mod activation;
 pub mod check;
@@ -24,6 +25,7 @@ pub mod notify;
 pub mod pack;
 pub mod policy;
 pub mod privileges;
+pub mod receive_pack;
 pub mod request;
 pub mod server;
 pub mod shutdown;

@@ -71,6 +71,7 @@ fn serve(args: ServeArgs, matches: &ArgMatches) -> ExitCode {
             max_entries: args.archive_max_entries,
             max_bytes: args.archive_max_bytes,
         },
+        max_input_size: args.max_input_size,
         ..Config::default()
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()

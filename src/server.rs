@@ -35,6 +35,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// What one `git archive --remote` request may archive.
     pub archive_limits: crate::upload_archive::Limits,
+    /// Largest pack a push may send, in bytes (0: no limit of the server's own).
+    pub max_input_size: u64,
 }
 
 impl Default for Config {
@@ -47,6 +49,7 @@ impl Default for Config {
             timeout: Duration::from_secs(300),
             shutdown_grace: Duration::from_secs(30),
             archive_limits: Default::default(),
+            max_input_size: 0,
         }
     }
 }

@@ -44,3 +44,8 @@ fn v2_command_inputs() {
 fn v0_negotiation_inputs() {
     run_all("v0_negotiation", gitd::fuzz::v0_negotiation);
 }
+
+#[test]
+fn push_command_inputs() {
+    run_all("push_commands", gitd::fuzz::push_commands);
+}

@@ -55,22 +55,7 @@ impl UploadPackConfig {
         let file = snapshot.plumbing();
         let flag = |key: &str| snapshot.boolean(key).unwrap_or(false);
         let any = flag("uploadpack.allowAnySHA1InWant");
-        let mut hide_refs = Vec::new();
-        // git reads both sections in one pass, so their values interleave in file order.
-        for section in file.sections() {
-            let name = section.header().name();
-            if !(name.eq_ignore_ascii_case(b"transfer") || name.eq_ignore_ascii_case(b"uploadpack"))
-            {
-                continue;
-            }
-            for value in section.values("hideRefs") {
-                let mut v: BString = value;
-                while v.last() == Some(&b'/') {
-                    v.pop();
-                }
-                hide_refs.push(v);
-            }
-        }
+        let hide_refs = hide_refs(file, "uploadpack");
         let filters = FilterConfig::read(file);
         // bundle-uri sends the repository's `bundle.*` settings verbatim, keys in
         // git's canonical form: section and name lower-cased, subsection as written.
@@ -130,19 +115,7 @@ impl UploadPackConfig {
     /// matches the full (un-namespaced) name, and a pattern matches the ref itself or
     /// anything below it.
     pub fn is_hidden(&self, refname: &BStr) -> bool {
-        for pattern in self.hide_refs.iter().rev() {
-            let (neg, pattern) = match pattern.strip_prefix(b"!") {
-                Some(p) => (true, p),
-                None => (false, pattern.as_slice()),
-            };
-            let pattern = pattern.strip_prefix(b"^").unwrap_or(pattern);
-            if let Some(rest) = refname.strip_prefix(pattern)
-                && (rest.is_empty() || rest[0] == b'/')
-            {
-                return !neg;
-            }
-        }
-        false
+        ref_is_hidden(&self.hide_refs, refname)
     }
 
     /// Whether filter `name` (e.g. `blob:none` → `blob:none`, `tree:3` → `tree`) may
@@ -217,6 +190,47 @@ impl FilterConfig {
         }
         cfg
     }
+}
+
+/// `transfer.hideRefs` and `<section>.hideRefs` (`uploadpack`, `receive`), in config
+/// order: git reads both sections in one pass, so their values interleave.
+pub fn hide_refs(file: &gix::config::File, section: &str) -> Vec<BString> {
+    let mut out = Vec::new();
+    for s in file.sections() {
+        let name = s.header().name();
+        if !(name.eq_ignore_ascii_case(b"transfer")
+            || name.eq_ignore_ascii_case(section.as_bytes()))
+        {
+            continue;
+        }
+        for value in s.values("hideRefs") {
+            let mut v: BString = value;
+            while v.last() == Some(&b'/') {
+                v.pop();
+            }
+            out.push(v);
+        }
+    }
+    out
+}
+
+/// `refs.c: ref_is_hidden`: the last matching pattern decides; `!` negates, `^`
+/// matches the full (un-namespaced) name, and a pattern matches the ref itself or
+/// anything below it.
+pub fn ref_is_hidden(patterns: &[BString], refname: &BStr) -> bool {
+    for pattern in patterns.iter().rev() {
+        let (neg, pattern) = match pattern.strip_prefix(b"!") {
+            Some(p) => (true, p),
+            None => (false, pattern.as_slice()),
+        };
+        let pattern = pattern.strip_prefix(b"^").unwrap_or(pattern);
+        if let Some(rest) = refname.strip_prefix(pattern)
+            && (rest.is_empty() || rest[0] == b'/')
+        {
+            return !neg;
+        }
+    }
+    false
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod oracle;
+pub mod push;
 pub mod systemd;
 
 #[allow(unused_imports)]
