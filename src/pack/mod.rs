@@ -5,8 +5,11 @@
 //! slow client slows down its own pack (back-pressure), never the server, and at
 //! most a few chunks are in memory per clone.
 
+mod bases;
 mod bitmap;
 mod bitmap_filter;
+mod delta;
+mod edges;
 pub mod filter;
 mod filtered;
 pub mod objects;
@@ -30,9 +33,11 @@ use crate::Result;
 use crate::connection::{Connection, MAX_BAND_DATA, MAX_SMALL_BAND_DATA};
 use crate::upload_pack::fetch::FetchArgs;
 use crate::upload_pack::shallow::ShallowPlan;
+use bases::Bases;
 use bitmap::{Bitmap, Bits};
 pub use objects::Selection;
 use packs::Packs;
+use read::Reader;
 pub use write::PackStats;
 use write::{Item, Known};
 
@@ -154,7 +159,8 @@ where
 }
 
 /// The blocking half: choose the objects, then write the pack into the channel, with
-/// git's progress phases (there is no "Compressing objects": gitd computes no deltas).
+/// git's progress phases (there is no "Compressing objects": the few deltas gitd
+/// makes are made while writing).
 fn generate(
     repo: &gix::ThreadSafeRepository,
     selection: &Selection,
@@ -213,6 +219,7 @@ fn generate(
                     )
                 }
             };
+            let bases = delta_bases(&repo, &packs, &plan);
             let mut n = 0;
             let stats = write::write_pack(
                 &repo,
@@ -221,6 +228,7 @@ fn generate(
                 count,
                 plan.thin_bases.as_ref(),
                 ofs_delta,
+                bases,
                 &mut || {
                     n += 1;
                     counting.set(n);
@@ -234,15 +242,19 @@ fn generate(
     out.flush()?;
     stats.bitmap = matches!(plan.send, Send::Bitmap { .. });
     if progress {
-        // Every delta gitd sends is a stored one, so all deltas count as reused. A
-        // stored pack sent whole counts as git counts its verbatim reuse.
-        let (total, deltas, reused) = if stats.pack_reused > 0 {
-            (stats.objects, 0, 0)
+        // A stored pack sent whole counts as git counts its verbatim reuse.
+        let (total, deltas, reused, reused_deltas) = if stats.pack_reused > 0 {
+            (stats.objects, 0, 0, 0)
         } else {
-            (stats.objects, stats.deltas, stats.reused)
+            (
+                stats.objects,
+                stats.deltas,
+                stats.reused,
+                stats.reused_deltas,
+            )
         };
         let _ = tx.blocking_send(Chunk::Progress(format!(
-            "Total {total} (delta {deltas}), reused {reused} (delta {deltas}), pack-reused {} (from {})\n",
+            "Total {total} (delta {deltas}), reused {reused} (delta {reused_deltas}), pack-reused {} (from {})\n",
             stats.pack_reused,
             usize::from(stats.pack_reused > 0),
         )));
@@ -275,6 +287,39 @@ impl Send {
 struct Plan {
     send: Send,
     thin_bases: Option<Known>,
+    /// Sent commits whose objects may be deltified against their parents' (newest
+    /// first, at most [`bases::MAX_COMMITS`]): empty unless the client has objects.
+    commits: Vec<ObjectId>,
+}
+
+/// Pairs for new deltas (see [`Bases`]): only in fetches from clients that have
+/// objects, where new objects are few and sending them whole costs most. In a clone
+/// the pack is mostly stored entries copied as they are, and pairing the objects of
+/// every commit would cost more than it saves.
+fn delta_bases(repo: &gix::Repository, packs: &Packs, plan: &Plan) -> Option<Bases> {
+    if plan.commits.is_empty() {
+        return None;
+    }
+    let mut reader = Reader::new(packs);
+    let mut bases = Bases::pair(repo, &mut reader, &plan.commits);
+    if let Some(known) = &plan.thin_bases {
+        // The commit walk's seen-set holds sent objects too: a base in it is the
+        // client's only if it is not sent (in a later place of the pack it could
+        // become a delta itself). A bitmap's client set holds nothing sent.
+        let sent = |id: &gix::hash::oid| match &plan.send {
+            Send::Listed(items) => items.binary_search(&packs.find(id)).is_ok(),
+            Send::Bitmap { .. } => false,
+        };
+        let client: Vec<ObjectId> = bases
+            .olders()
+            .filter(|id| known.contains(packs, id) && !sent(id))
+            .copied()
+            .collect();
+        for id in client {
+            bases.client_has(id);
+        }
+    }
+    Some(bases)
 }
 
 /// Choose the objects for `sel`: with a pack bitmap where one applies and can be
@@ -314,7 +359,14 @@ fn plan(
                 }
             };
             meter.set(selected.send.len());
+            let commits = if selected.client_has_objects {
+                let sent = |id: &gix::hash::oid| selected.send.has(id, pack.position(id));
+                bases::sent_commits(repo, &sel.wants, sent)
+            } else {
+                Vec::new()
+            };
             return Ok(Plan {
+                commits,
                 send: Send::Bitmap {
                     pack: n,
                     others: locate(&mut selected.send.ext.iter().copied()),
@@ -328,7 +380,14 @@ fn plan(
         }
     }
     let set = objects::enumerate(repo, packs, sel, meter)?;
+    // Commits come first in the list, except under a filter (which has no deltas).
+    let commits = if set.client_has_objects && sel.filter.is_none() {
+        set.ids[..set.commits.min(bases::MAX_COMMITS)].to_vec()
+    } else {
+        Vec::new()
+    };
     Ok(Plan {
+        commits,
         send: Send::Listed(locate(&mut set.ids.into_iter())),
         thin_bases: (thin && set.client_has_objects).then_some(Known::Ids(set.known)),
     })

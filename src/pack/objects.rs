@@ -3,14 +3,16 @@
 //!
 //! gix can walk commits with hidden tips, but has no object-level exclusion, so the
 //! tree part is ours and follows git's `--objects-edge`: the trees of the *edge*
-//! commits (parents the client has of commits we send) are marked as seen first, so
-//! nothing the client already holds is walked or sent again. The same seen-set then
-//! tells the pack writer which objects a thin pack's deltas may refer to. Under a
-//! partial clone filter the walk below the commits is [`filtered::walk`]'s.
+//! commits (parents the client has of commits we send) are marked as seen first, as
+//! far as git's sparse walk looks into them ([`edges`]), so what the client already
+//! holds is not walked or sent again. The same seen-set then tells the pack writer
+//! which objects a thin pack's deltas may refer to. Under a partial clone filter the
+//! walk below the commits is [`filtered::walk`]'s.
 
 use gix::ObjectId;
 use gix::hashtable::HashSet;
 
+use super::edges;
 use super::filter::Filter;
 use super::filtered;
 use super::packs::Packs;
@@ -87,7 +89,11 @@ pub fn enumerate(
     } else {
         Vec::new()
     };
-    let (commits, edges) = if sel.grafts.is_empty() && sel.extra_edges.is_empty() {
+    // With haves, git's limited walk: it stops a few commits past the point where
+    // only the client's commits are left, where gix's hidden walk paints the haves'
+    // history down to the root.
+    let limited = !hidden.is_empty() || !sel.grafts.is_empty() || !sel.extra_edges.is_empty();
+    let (commits, edges) = if !limited {
         // pack-objects walks newest first; the order can matter to a filter.
         walk_commits(repo, tips, &hidden, &mut seen, sel.filter.is_some(), meter)?
     } else {
@@ -95,18 +101,24 @@ pub fn enumerate(
     };
     meter.set(commits.len());
 
-    // Edge commits: parents we do not send, so the client has them. They and
-    // everything in their trees are known to the client and excluded from the walk
-    // below. (Commits we send are already in `seen`, so `insert` skips them.)
+    // Edge commits: parents we do not send, so the client has them. They and what
+    // the sparse walk finds in their trees are known to the client and excluded from
+    // the walk below. (Commits we send are already in `seen`, so `insert` skips them.)
     out.client_has_objects = !hidden.is_empty() || !sel.extra_edges.is_empty();
+    let mut edge_trees = Vec::new();
     for edge in edges {
-        if !seen.insert(edge) {
-            continue;
+        if seen.insert(edge)
+            && let Ok(commit) = repo.find_commit(edge)
+        {
+            edge_trees.push(commit.tree_id()?.detach());
         }
-        if let Ok(commit) = repo.find_commit(edge) {
-            let tree = commit.tree_id()?.detach();
-            walk_tree(repo, tree, &mut seen, None, &mut reader)?;
+    }
+    if !edge_trees.is_empty() {
+        let mut sent_trees = Vec::with_capacity(commits.len());
+        for commit in &commits {
+            sent_trees.push(repo.find_commit(*commit)?.tree_id()?.detach());
         }
+        edges::mark_sparse(repo, &mut reader, &edge_trees, &sent_trees, &mut seen)?;
     }
 
     out.commits = commits.len();
@@ -194,10 +206,11 @@ fn walk_commits(
     Ok((commits, parents))
 }
 
-/// The same for a shallow fetch, where grafted commits have no parents on either
-/// side: on ours the boundary stops the walk, on theirs the client's shallow
-/// commits do (below them it has nothing). The unshallowed commits (`extra_edges`)
-/// are commits the client has, so edges too, like git's `--not` after the haves.
+/// The same with git's limited walk, for fetches with haves and shallow fetches. In
+/// the latter grafted commits have no parents on either side: on ours the boundary
+/// stops the walk, on theirs the client's shallow commits do (below them it has
+/// nothing). The unshallowed commits (`extra_edges`) are commits the client has, so
+/// edges too, like git's `--not` after the haves.
 fn walk_grafted(
     repo: &gix::Repository,
     tips: Vec<ObjectId>,
@@ -223,7 +236,13 @@ fn walk_grafted(
                 .filter(|p| !seen.contains(p)),
         );
     }
-    edges.extend(hidden.iter().chain(&sel.extra_edges).copied());
+    // In a shallow fetch the client's commits are edges too, as in git's
+    // `--objects-edge-aggressive`. Else, as in git, only the parents of sent commits
+    // are: a client announces all its refs as haves, and the trees of old tags and
+    // branches hold little of what is sent and cost a lot to read.
+    if !sel.grafts.is_empty() || !sel.extra_edges.is_empty() {
+        edges.extend(hidden.iter().chain(&sel.extra_edges).copied());
+    }
     Ok((walked.commits, edges))
 }
 

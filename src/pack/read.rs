@@ -23,7 +23,7 @@ const CACHE_BYTES: usize = 4 << 20;
 /// Longer delta chains than git ever writes (its default limit is 50) mean damage.
 const MAX_CHAIN: usize = 10_000;
 
-type Object = (Kind, Rc<[u8]>);
+pub type Object = (Kind, Rc<[u8]>);
 
 pub struct Reader<'a> {
     packs: &'a Packs,
@@ -57,23 +57,33 @@ impl<'a> Reader<'a> {
         item: Option<Item>,
         kind: Kind,
     ) -> Result<Rc<[u8]>> {
+        let (found, data) = self.any_object(repo, id, item)?;
+        if found != kind {
+            return Err(format!("{id} is a {found}, not a {kind}").into());
+        }
+        Ok(data)
+    }
+
+    /// The kind and data of `id`, like [`Reader::object`].
+    pub fn any_object(
+        &mut self,
+        repo: &gix::Repository,
+        id: &gix::hash::oid,
+        item: Option<Item>,
+    ) -> Result<Object> {
         let item = item.unwrap_or_else(|| self.packs.find(id));
         let read = match item {
             Item::Packed { pack, pos } => self.read(pack, pos)?,
             Item::Other(_) => None,
         };
-        let (found, data) = match read {
+        Ok(match read {
             Some(object) => object,
             None => {
                 use gix::objs::FindExt;
                 let obj = repo.objects.find(id, &mut self.buf)?;
                 (obj.kind, obj.data.into())
             }
-        };
-        if found != kind {
-            return Err(format!("{id} is a {found}, not a {kind}").into());
-        }
-        Ok(data)
+        })
     }
 
     /// The object at `pos` in pack order of our pack `n`, or `None` if it is stored
@@ -144,7 +154,7 @@ impl<'a> Reader<'a> {
 /// then instructions: bit 7 set copies a range of the base (bits 0-3 say which
 /// offset bytes follow, bits 4-6 which size bytes; size 0 means 64 KiB), otherwise
 /// the byte is a count of literal bytes that follow.
-fn apply_delta(base: &[u8], delta: &[u8]) -> Result<Vec<u8>> {
+pub(crate) fn apply_delta(base: &[u8], delta: &[u8]) -> Result<Vec<u8>> {
     let corrupt = || "corrupt delta";
     let mut d = delta.iter().copied();
     let mut size = || -> Result<usize> {

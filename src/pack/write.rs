@@ -5,7 +5,10 @@
 //! base named by id for clients without `ofs-delta`) or, in a thin pack, is an object
 //! the client has (named by id). Anything else — a delta whose base the client lacks, a
 //! stored ref-delta, a loose object or one from an alternate — goes out whole, deflated
-//! anew. There is no delta search: every delta in the pack is a stored one.
+//! anew, unless [`Bases`] pairs it with a usable base and a new delta against that is
+//! less than half its size (git's rule); a stored whole object of a pair is tried
+//! against its base the same way. There is no delta search beyond those pairs, and
+//! stored deltas are never recomputed.
 //!
 //! Why not gix's pack pipeline: it keeps chunks of entries of several threads in
 //! flight (tens of MiB for a pack of large blobs), names *any* missing base of a thin
@@ -17,23 +20,32 @@
 //! lies before it in its pack) has been written before it.
 
 use std::io::Write;
+use std::rc::Rc;
 
 use sha1::Digest;
+use tracing::debug;
 
 use gix::ObjectId;
 use gix::hashtable::HashSet;
+use gix::object::Kind;
 use gix::odb::pack::data::{self, entry::Header, output};
 
-use super::packs::{Packs, ReadAhead};
+use super::bases::{Base, Bases, MAX_DEPTH};
+use super::delta;
+use super::packs::{Pack, Packs, ReadAhead};
 use super::reach::Closure;
+use super::read::Reader;
 use crate::{ClientError, Result};
 
 /// What went into a pack, for the `Total …` progress line and the request log.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct PackStats {
     pub objects: usize,
+    /// Deltas in the pack, stored ones and new ones.
     pub deltas: usize,
     pub reused: usize,
+    /// Stored deltas copied.
+    pub reused_deltas: usize,
     pub bytes: u64,
     /// Objects sent as part of a whole stored pack, streamed as it is.
     pub pack_reused: usize,
@@ -59,7 +71,7 @@ pub enum Known {
 }
 
 impl Known {
-    fn contains(&self, packs: &Packs, id: &gix::hash::oid) -> bool {
+    pub(super) fn contains(&self, packs: &Packs, id: &gix::hash::oid) -> bool {
         match self {
             Known::Ids(ids) => ids.contains(id),
             Known::Bitmap { pack, client } => client.has(id, packs.packs[*pack].position(id)),
@@ -71,7 +83,8 @@ impl Known {
 ///
 /// `items` must list the entries of each of our packs in pack order. `thin`: the
 /// objects a delta may name as its base although they are not sent. `ofs_delta`: the
-/// client understands offset deltas. `on_object` is called after each object. A
+/// client understands offset deltas. `bases`: pairs for new deltas, if any are to be
+/// made (see [`Bases`]). `on_object` is called after each object. A
 /// missing object aborts the pack with an error *before* the trailer, so the client
 /// never receives a pack that looks complete but is not.
 #[allow(clippy::too_many_arguments)]
@@ -82,6 +95,7 @@ pub fn write_pack(
     count: usize,
     thin: Option<&Known>,
     ofs_delta: bool,
+    bases: Option<Bases>,
     on_object: &mut dyn FnMut(),
     out: &mut dyn Write,
 ) -> Result<PackStats> {
@@ -103,6 +117,9 @@ pub fn write_pack(
         entry: Vec::new(),
         ahead: ReadAhead::default(),
         object: Vec::new(),
+        bases: bases.filter(|b| !b.is_empty()),
+        reader: Reader::new(packs),
+        budget: DELTA_BUDGET,
     };
     let mut header = *b"PACK\0\0\0\x02\0\0\0\0";
     header[8..].copy_from_slice(&count32.to_be_bytes());
@@ -110,7 +127,11 @@ pub fn write_pack(
     for item in items {
         match item {
             Item::Packed { pack, pos } => w.packed(pack, pos)?,
-            Item::Other(id) => w.whole(&id)?,
+            Item::Other(id) => {
+                let here = w.out.written;
+                let depth = w.whole_or_delta(&id, None)?;
+                w.note_paired(&id, here, depth);
+            }
         }
         w.stats.objects += 1;
         on_object();
@@ -127,6 +148,16 @@ pub fn write_pack(
 /// Entries are copied in pieces of at most this size.
 const PIECE: usize = 64 * 1024;
 
+/// Objects larger than this (or with a larger base) are not deltified: the work
+/// grows with the size, and such files rarely change by small edits.
+const MAX_DELTA_OBJECT: usize = 4 << 20;
+/// Objects smaller than this are not deltified: the delta's header and base name
+/// would eat most of the gain.
+const MIN_DELTA_OBJECT: usize = 64;
+/// Bytes of bases and targets one pack may spend delta work on; past it, objects go
+/// out as they would without new deltas. Bounds the CPU a single fetch can take.
+const DELTA_BUDGET: usize = 128 << 20;
+
 struct Writer<'a> {
     repo: &'a gix::Repository,
     packs: &'a Packs,
@@ -134,18 +165,50 @@ struct Writer<'a> {
     ofs_delta: bool,
     compression: gix::zlib::Compression,
     out: Hashing<'a>,
-    /// For the entries written from pack `current` so far: where each was in its
-    /// pack and where it is in ours, by the former (pack order).
-    placed: Vec<(u64, u64)>,
+    /// The entries written from pack `current` so far, by their place in it.
+    placed: Vec<Placed>,
     current: Option<usize>,
     stats: PackStats,
     entry: Vec<u8>,
     ahead: ReadAhead,
     object: Vec<u8>,
+    /// Pairs for new deltas.
+    bases: Option<Bases>,
+    /// Reads the objects new deltas are made of.
+    reader: Reader<'a>,
+    /// What is left of [`DELTA_BUDGET`].
+    budget: usize,
+}
+
+/// An entry of one of our packs as written to the pack being sent.
+struct Placed {
+    /// Where it is in its pack (pack order, so `placed` is sorted by it).
+    from: u64,
+    /// Where it is in ours.
+    at: u64,
+    /// Its delta depth in ours.
+    depth: u32,
+    /// Its chain holds a new delta, so it may be longer than it is stored.
+    grown: bool,
+}
+
+/// Whether an object of `size` bytes is worth a delta search.
+fn deltifiable(size: u64) -> bool {
+    (MIN_DELTA_OBJECT as u64..=MAX_DELTA_OBJECT as u64).contains(&size)
+}
+
+/// What became of an attempt at a new delta.
+enum NewDelta {
+    /// Written, at this depth.
+    Written(u32),
+    /// Not worth it; the object's data if it was read.
+    Not(Option<(Kind, Rc<[u8]>)>),
 }
 
 impl Writer<'_> {
-    /// Copy the entry at `pos` of pack `n`, its delta base rewritten if it has one.
+    /// Copy the entry at `pos` of pack `n`, its delta base rewritten if it has one;
+    /// or write it anew (whole, or as a new delta) where it cannot be copied or a new
+    /// delta is smaller.
     fn packed(&mut self, n: usize, pos: u32) -> Result<()> {
         let pack = &self.packs.packs[n];
         if self.current != Some(n) {
@@ -159,16 +222,22 @@ impl Writer<'_> {
         self.ahead.read(self.packs, n, offset, &mut self.entry)?;
         let entry = data::Entry::from_bytes(&self.entry, 0, gix::hash::Kind::Sha1)?;
         let here = self.out.written;
-        let body = &self.entry[entry.data_offset as usize..];
-        let header = match entry.header {
+        // The header to copy the entry with, and the depth of its chain then.
+        let reuse = match entry.header {
             Header::OfsDelta { base_distance } => {
                 let base = offset
                     .checked_sub(base_distance)
                     .ok_or("an offset delta's base lies before its pack")?;
-                let placed = self.placed.binary_search_by_key(&base, |p| p.0).ok();
+                let placed = self.placed.binary_search_by_key(&base, |p| p.from).ok();
+                let (depth, grown) = placed.map_or((1, false), |i| {
+                    (self.placed[i].depth + 1, self.placed[i].grown)
+                });
                 match placed {
+                    // A stored chain that a new delta below it made longer than
+                    // git's limit is cut here: this entry is written anew.
+                    _ if grown && depth > MAX_DEPTH => None,
                     Some(i) if self.ofs_delta => Some(Header::OfsDelta {
-                        base_distance: here - self.placed[i].1,
+                        base_distance: here - self.placed[i].at,
                     }),
                     _ => pack
                         .id_at_offset(base)
@@ -178,43 +247,205 @@ impl Writer<'_> {
                         })
                         .map(|base_id| Header::RefDelta { base_id }),
                 }
+                .map(|header| (header, depth, grown))
             }
             // git writes none when it repacks; a pack kept from a thin fetch may.
             Header::RefDelta { .. } => None,
-            whole => Some(whole),
+            whole => Some((whole, 0, false)),
         };
-        match header {
-            Some(header) => {
-                header.write_to(entry.decompressed_size, &mut self.out)?;
-                self.out.write_all(body)?;
-                let (mut at, end) = (offset + first as u64, offset + size as u64);
-                while at < end {
-                    self.entry.resize(PIECE.min((end - at) as usize), 0);
-                    pack.read_entry_into(at, &mut self.entry)?;
-                    self.out.write_all(&self.entry)?;
-                    at += self.entry.len() as u64;
-                }
-                self.stats.reused += 1;
-                self.stats.deltas += usize::from(header.is_delta());
+        let paired = self.paired(pack, pos);
+        let (depth, grown) = match (reuse, &paired) {
+            (Some((header, depth, grown)), _) if header.is_delta() => {
+                self.copy(
+                    pack,
+                    offset,
+                    size,
+                    entry.data_offset,
+                    header,
+                    entry.decompressed_size,
+                )?;
+                self.stats.reused_deltas += 1;
+                (depth, grown)
             }
-            None => {
+            // A stored whole object of a pair: read it only if it may be deltified.
+            (Some((header, ..)), Some(id)) if deltifiable(entry.decompressed_size) => {
+                match self.new_delta(id, Some((n, pos)))? {
+                    NewDelta::Written(depth) => (depth, true),
+                    NewDelta::Not(_) => {
+                        let size_of = entry.decompressed_size;
+                        self.copy(pack, offset, size, entry.data_offset, header, size_of)?;
+                        (0, false)
+                    }
+                }
+            }
+            (Some((header, ..)), _) => {
+                self.copy(
+                    pack,
+                    offset,
+                    size,
+                    entry.data_offset,
+                    header,
+                    entry.decompressed_size,
+                )?;
+                (0, false)
+            }
+            (None, _) => {
                 let id = pack.index.oid_at_index(pack.index_at(pos)).to_owned();
-                self.whole(&id)?;
+                let depth = self.whole_or_delta(&id, Some((n, pos)))?;
+                (depth, depth > 0)
+            }
+        };
+        if let Some(id) = paired {
+            self.note_paired(&id, here, depth);
+        }
+        self.placed.push(Placed {
+            from: offset,
+            at: here,
+            depth,
+            grown,
+        });
+        Ok(())
+    }
+
+    /// Copy the entry of `size` bytes at `offset` of `pack` with `header`; its first
+    /// piece is in `self.entry`, the compressed data starting at `data_offset`.
+    fn copy(
+        &mut self,
+        pack: &Pack,
+        offset: u64,
+        size: usize,
+        data_offset: u64,
+        header: Header,
+        decompressed_size: u64,
+    ) -> Result<()> {
+        header.write_to(decompressed_size, &mut self.out)?;
+        self.out.write_all(&self.entry[data_offset as usize..])?;
+        let (mut at, end) = (offset + self.entry.len() as u64, offset + size as u64);
+        while at < end {
+            self.entry.resize(PIECE.min((end - at) as usize), 0);
+            pack.read_entry_into(at, &mut self.entry)?;
+            self.out.write_all(&self.entry)?;
+            at += self.entry.len() as u64;
+        }
+        self.stats.reused += 1;
+        self.stats.deltas += usize::from(header.is_delta());
+        Ok(())
+    }
+
+    /// The id of the object at `pos` of `pack` if it is in a pair.
+    fn paired(&self, pack: &Pack, pos: u32) -> Option<ObjectId> {
+        let bases = self.bases.as_ref()?;
+        let id = pack.index.oid_at_index(pack.index_at(pos));
+        bases.is_paired(id).then(|| id.to_owned())
+    }
+
+    /// Tell the pairs where `id` went, if it is in one.
+    fn note_paired(&mut self, id: &gix::hash::oid, offset: u64, depth: u32) {
+        if let Some(bases) = self.bases.as_mut()
+            && bases.is_paired(id)
+        {
+            bases.written(id.to_owned(), offset, depth);
+        }
+    }
+
+    /// Send `id` (at `at` in our packs, if there) as a new delta if that pays, else
+    /// whole. Returns its delta depth.
+    fn whole_or_delta(&mut self, id: &gix::hash::oid, at: Option<(usize, u32)>) -> Result<u32> {
+        match self.new_delta(id, at)? {
+            NewDelta::Written(depth) => Ok(depth),
+            NewDelta::Not(Some((kind, data))) => {
+                self.write_whole(id, kind, &data)?;
+                Ok(0)
+            }
+            NewDelta::Not(None) => {
+                self.whole(id)?;
+                Ok(0)
             }
         }
-        self.placed.push((offset, here));
-        Ok(())
+    }
+
+    /// Write `id` as a delta against one of its usable bases if one makes it less
+    /// than half its size (git's threshold, less the size of a base's name).
+    fn new_delta(&mut self, id: &gix::hash::oid, at: Option<(usize, u32)>) -> Result<NewDelta> {
+        let Some(bases) = self.bases.as_ref() else {
+            return Ok(NewDelta::Not(None));
+        };
+        let candidates = bases.for_object(id);
+        if candidates.is_empty() || self.budget == 0 {
+            return Ok(NewDelta::Not(None));
+        }
+        let item = at.map(|(pack, pos)| Item::Packed { pack, pos });
+        let (kind, target) = self.reader.any_object(self.repo, id, item)?;
+        let limit = (target.len() / 2).saturating_sub(20);
+        if !matches!(kind, Kind::Blob | Kind::Tree) || !deltifiable(target.len() as u64) {
+            return Ok(NewDelta::Not(Some((kind, target))));
+        }
+        let mut best: Option<(Base, Vec<u8>)> = None;
+        for base in candidates {
+            let data = match self.reader.object(self.repo, base.id(), None, kind) {
+                Ok(data) => data,
+                Err(err) => {
+                    debug!("delta base {} unreadable: {err}", base.id());
+                    continue;
+                }
+            };
+            // Too large to index, or so much smaller that the difference alone would
+            // exceed the limit.
+            if data.len() > MAX_DELTA_OBJECT || target.len().saturating_sub(data.len()) >= limit {
+                continue;
+            }
+            let Some(budget) = self.budget.checked_sub(data.len() + target.len()) else {
+                self.budget = 0;
+                break;
+            };
+            self.budget = budget;
+            let max = best.as_ref().map_or(limit, |(_, d)| d.len() - 1);
+            if let Some(d) = delta::encode(&data, &target, max) {
+                best = Some((base, d));
+            }
+        }
+        let Some((base, delta)) = best else {
+            return Ok(NewDelta::Not(Some((kind, target))));
+        };
+        let header = match base {
+            Base::InPack { offset, .. } if self.ofs_delta => Header::OfsDelta {
+                base_distance: self.out.written - offset,
+            },
+            _ => Header::RefDelta {
+                base_id: *base.id(),
+            },
+        };
+        let mut z = gix::zlib::stream::deflate::Write::new(Vec::new(), self.compression);
+        z.write_all(&delta)?;
+        z.flush()?;
+        header.write_to(delta.len() as u64, &mut self.out)?;
+        self.out.write_all(&z.into_inner())?;
+        self.stats.deltas += 1;
+        Ok(NewDelta::Written(base.depth()))
     }
 
     /// Send `id` as a whole object, deflated anew.
     fn whole(&mut self, id: &gix::hash::oid) -> Result<()> {
         use gix::objs::Find;
-        let Some(obj) = self.repo.objects.try_find(id, &mut self.object)? else {
+        let mut buf = std::mem::take(&mut self.object);
+        let Some(obj) = self.repo.objects.try_find(id, &mut buf)? else {
             return Err(ClientError::boxed(
                 "an object to be sent is missing from the repository",
             ));
         };
+        let written = self.write_whole(id, obj.kind, obj.data);
+        self.object = buf;
+        written
+    }
+
+    /// Write `data`, the `kind` object `id`, whole.
+    fn write_whole(&mut self, id: &gix::hash::oid, kind: Kind, data: &[u8]) -> Result<()> {
         let count = output::Count::from_data(id, None);
+        let obj = gix::objs::Data {
+            kind,
+            data,
+            object_hash: gix::hash::Kind::Sha1,
+        };
         let entry = output::Entry::from_data(&count, &obj, self.compression)?;
         entry
             .to_entry_header(data::Version::V2, |_| unreachable!("a whole object"))
