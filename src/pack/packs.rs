@@ -228,24 +228,68 @@ impl ReadAhead {
 
 /// git's `.rev` file for the pack at `path`: "RIDX", version 1, hash id 1, the index
 /// positions in pack order, the pack's checksum and the file's own. Checked in full
-/// (a wrong order would cut entries at the wrong places); `None` if absent or bad.
+/// (a wrong order would cut entries at the wrong places), the checksum once per
+/// file; `None` if absent or bad.
 fn read_rev(path: &Path, index: &pack::index::File) -> Option<Vec<u32>> {
-    let bytes = std::fs::read(path.with_extension("rev")).ok()?;
+    let mut file = File::open(path.with_extension("rev")).ok()?;
+    let identity = FileIdentity::of(&file)?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).ok()?;
     let n = index.num_objects() as usize;
     if bytes.len() != 12 + 4 * n + 2 * HASH_LEN || &bytes[..12] != b"RIDX\0\0\0\x01\0\0\0\x01" {
         return None;
     }
     let (body, own) = bytes.split_at(bytes.len() - HASH_LEN);
-    if sha1::Sha1::digest(body)[..] != *own
-        || &body[body.len() - HASH_LEN..] != index.pack_checksum().as_slice()
-    {
+    if &body[body.len() - HASH_LEN..] != index.pack_checksum().as_slice() {
         return None;
+    }
+    // Hashing the file is most of the work of opening a large pack; git never does.
+    // Once per file (git writes a new file, never into an old one) is enough.
+    let lock = || VERIFIED_REV.lock().unwrap_or_else(|e| e.into_inner());
+    let known = lock().contains(&identity);
+    if !known {
+        if sha1::Sha1::digest(body)[..] != *own {
+            return None;
+        }
+        let mut v = lock();
+        if v.len() >= MAX_VERIFIED {
+            v.remove(0);
+        }
+        v.push(identity);
     }
     let order: Vec<u32> = body[12..12 + 4 * n]
         .chunks_exact(4)
         .map(|c| u32::from_be_bytes(c.try_into().expect("4 bytes")))
         .collect();
     order.iter().all(|i| (*i as usize) < n).then_some(order)
+}
+
+/// `.rev` files whose checksum was verified: few, the packs served lately.
+const MAX_VERIFIED: usize = 64;
+
+/// Shared by the threads that build packs; held only to look up or add one entry.
+static VERIFIED_REV: std::sync::Mutex<Vec<FileIdentity>> = std::sync::Mutex::new(Vec::new());
+
+/// What tells one file from another, and a file from itself rewritten.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileIdentity {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime_ns: i128,
+}
+
+impl FileIdentity {
+    fn of(file: &File) -> Option<FileIdentity> {
+        use std::os::unix::fs::MetadataExt;
+        let m = file.metadata().ok()?;
+        Some(FileIdentity {
+            dev: m.dev(),
+            ino: m.ino(),
+            len: m.len(),
+            mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+        })
+    }
 }
 
 /// All version 2 packs of a repository's object directory (not its alternates,

@@ -28,7 +28,7 @@ use tracing::debug;
 use gix::ObjectId;
 use gix::hashtable::HashSet;
 use gix::object::Kind;
-use gix::odb::pack::data::{self, entry::Header, output};
+use gix::odb::pack::data::{self, entry::Header};
 
 use super::bases::{Base, Bases, MAX_DEPTH};
 use super::delta;
@@ -105,7 +105,8 @@ pub fn write_pack(
         packs,
         thin,
         ofs_delta,
-        compression: repo.pack_compression()?,
+        deflater: gix::zlib::stream::deflate::Compress::new(repo.pack_compression()?),
+        deflated: Vec::new(),
         out: Hashing {
             inner: out,
             hasher: sha1::Sha1::new(),
@@ -147,6 +148,8 @@ pub fn write_pack(
 
 /// Entries are copied in pieces of at most this size.
 const PIECE: usize = 64 * 1024;
+/// A compression buffer larger than this (after a large object) is not kept.
+const KEPT_BUFFER: usize = 1 << 20;
 
 /// Objects larger than this (or with a larger base) are not deltified: the work
 /// grows with the size, and such files rarely change by small edits.
@@ -163,7 +166,9 @@ struct Writer<'a> {
     packs: &'a Packs,
     thin: Option<&'a Known>,
     ofs_delta: bool,
-    compression: gix::zlib::Compression,
+    /// The compressor of objects written anew, and its output buffer.
+    deflater: gix::zlib::stream::deflate::Compress,
+    deflated: Vec<u8>,
     out: Hashing<'a>,
     /// The entries written from pack `current` so far, by their place in it.
     placed: Vec<Placed>,
@@ -354,7 +359,7 @@ impl Writer<'_> {
         match self.new_delta(id, at)? {
             NewDelta::Written(depth) => Ok(depth),
             NewDelta::Not(Some((kind, data))) => {
-                self.write_whole(id, kind, &data)?;
+                self.write_whole(kind, &data)?;
                 Ok(0)
             }
             NewDelta::Not(None) => {
@@ -415,11 +420,10 @@ impl Writer<'_> {
                 base_id: *base.id(),
             },
         };
-        let mut z = gix::zlib::stream::deflate::Write::new(Vec::new(), self.compression);
-        z.write_all(&delta)?;
-        z.flush()?;
+        let deflated = self.deflate(&delta)?;
         header.write_to(delta.len() as u64, &mut self.out)?;
-        self.out.write_all(&z.into_inner())?;
+        self.out.write_all(&deflated)?;
+        self.deflated = deflated;
         self.stats.deltas += 1;
         Ok(NewDelta::Written(base.depth()))
     }
@@ -433,25 +437,59 @@ impl Writer<'_> {
                 "an object to be sent is missing from the repository",
             ));
         };
-        let written = self.write_whole(id, obj.kind, obj.data);
+        let written = self.write_whole(obj.kind, obj.data);
         self.object = buf;
         written
     }
 
     /// Write `data`, the `kind` object `id`, whole.
-    fn write_whole(&mut self, id: &gix::hash::oid, kind: Kind, data: &[u8]) -> Result<()> {
-        let count = output::Count::from_data(id, None);
-        let obj = gix::objs::Data {
-            kind,
-            data,
-            object_hash: gix::hash::Kind::Sha1,
+    fn write_whole(&mut self, kind: Kind, data: &[u8]) -> Result<()> {
+        let header = match kind {
+            Kind::Commit => Header::Commit,
+            Kind::Tree => Header::Tree,
+            Kind::Blob => Header::Blob,
+            Kind::Tag => Header::Tag,
         };
-        let entry = output::Entry::from_data(&count, &obj, self.compression)?;
-        entry
-            .to_entry_header(data::Version::V2, |_| unreachable!("a whole object"))
-            .write_to(entry.decompressed_size as u64, &mut self.out)?;
-        self.out.write_all(&entry.compressed_data)?;
+        let deflated = self.deflate(data)?;
+        header.write_to(data.len() as u64, &mut self.out)?;
+        self.out.write_all(&deflated)?;
+        self.deflated = deflated;
         Ok(())
+    }
+
+    /// `data` deflated, in the buffer of this pack (hand it back to `self.deflated`).
+    /// One compressor serves the whole pack: setting up a new one costs more than
+    /// compressing a small object.
+    fn deflate(&mut self, data: &[u8]) -> Result<Vec<u8>> {
+        use gix::zlib::stream::deflate::FlushCompress;
+        let mut out = std::mem::take(&mut self.deflated);
+        if out.capacity() > KEPT_BUFFER {
+            out = Vec::new();
+        }
+        let z = &mut self.deflater;
+        z.reset();
+        let (in0, out0) = (z.total_in(), z.total_out());
+        out.clear();
+        out.resize(data.len() + data.len() / 64 + 64, 0);
+        // Each round either finishes or fills the output, which then doubles.
+        for _ in 0..64 {
+            let (read, written) = (
+                (z.total_in() - in0) as usize,
+                (z.total_out() - out0) as usize,
+            );
+            let status = z
+                .compress(&data[read..], &mut out[written..], FlushCompress::Finish)
+                .map_err(|e| format!("deflate: {e:?}"))?;
+            let written = (z.total_out() - out0) as usize;
+            if status == gix::zlib::Status::StreamEnd {
+                out.truncate(written);
+                return Ok(out);
+            }
+            if out.len() - written < 1024 {
+                out.resize(out.len() * 2, 0);
+            }
+        }
+        Err("deflate does not finish".into())
     }
 }
 
