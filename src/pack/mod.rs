@@ -288,7 +288,8 @@ struct Plan {
     send: Send,
     thin_bases: Option<Known>,
     /// Sent commits whose objects may be deltified against their parents' (newest
-    /// first, at most [`bases::MAX_COMMITS`]): empty unless the client has objects.
+    /// first, at most [`bases::MAX_COMMITS`]): empty unless the client has objects
+    /// and no filter applies.
     commits: Vec<ObjectId>,
 }
 
@@ -359,7 +360,7 @@ fn plan(
                 }
             };
             meter.set(selected.send.len());
-            let commits = if selected.client_has_objects {
+            let commits = if selected.client_has_objects && sel.filter.is_none() {
                 let sent = |id: &gix::hash::oid| selected.send.has(id, pack.position(id));
                 bases::sent_commits(repo, &sel.wants, sent)
             } else {
