@@ -69,6 +69,8 @@ fn import(repo: &Path, from: usize, to: usize, loose: bool, lines: usize) {
             let data = big_file(f, v, lines);
             write!(s, "M 100644 inline {name}\ndata {}\n{data}\n", data.len()).unwrap();
         }
+        // A directory no commit changes: the client has it, nothing of it is sent.
+        write!(s, "M 100644 inline vendor/fixed.txt\ndata 6\nfixed\n\n").unwrap();
         let note = format!("note {v}\n");
         write!(
             s,
@@ -401,5 +403,32 @@ fn delta_chains_stay_within_gits_depth() {
         assert!(longest <= 50, "thin={thin}: a delta chain of {longest}");
         git(&c, &["update-ref", "refs/heads/main", &main]);
         fsck(&c);
+    }
+}
+
+#[test]
+fn long_and_short_fetches_send_exactly_what_the_client_lacks() {
+    // Below and above the number of sent commits where the edges' trees are walked
+    // whole rather than sparsely: either way exactly the new objects, and git
+    // resolves every delta.
+    for new in [40, 300] {
+        let dir = scratch(&format!("delta-count-{new}"));
+        let (repo, client) = setup(&dir, Layout::Loose, 2, new, 20);
+        let gitd = Gitd::start(&dir, &[&format!("--base-path={}", dir.display())]);
+        let (main, old) = (rev(&repo, "main"), rev(&repo, "old"));
+        let lacking = git(&repo, &["rev-list", "--objects", "main", "^old"])
+            .lines()
+            .count();
+        for thin in [true, false] {
+            let req = fetch_request(&main, &old, thin, true);
+            let pack = side_band_pack(&ours_at(gitd.port, "/repo.git", true, &req));
+            let count = u32::from_be_bytes(pack[8..12].try_into().unwrap()) as usize;
+            assert_eq!(count, lacking, "{new} commits, thin={thin}");
+            let c = client_copy(&client, &format!("count-{thin}.git"));
+            index_pack(&c, &pack, thin);
+            git(&c, &["update-ref", "refs/heads/main", &main]);
+            fsck(&c);
+            assert_eq!(objects(&c, "main"), objects(&repo, "main"));
+        }
     }
 }

@@ -30,9 +30,9 @@ use crate::Result;
 
 /// Trees read to pair objects, per pack: bounds the work of a fetch of many commits,
 /// where most new objects are stored deltas copied as they are anyway.
-const MAX_TREES: usize = 8192;
+const MAX_TREES: usize = 2048;
 /// Sent commits looked at, newest first.
-pub const MAX_COMMITS: usize = 2048;
+pub const MAX_COMMITS: usize = 512;
 /// Steps down a chain of pairs in search of a usable base.
 const MAX_STEPS: usize = 16;
 /// The longest delta chain a new delta may extend (git's `pack.depth`).

@@ -24,6 +24,12 @@ use gix::objs::TreeRefIter;
 use super::read::Reader;
 use crate::Result;
 
+/// Sent commits up to which the sparse walk is the cheaper one. It reads the trees
+/// of every path the sent commits changed; with a long history to send that is
+/// about every tree of it, read again by the walk of what is sent, while walking
+/// the edge commits' trees whole costs one tree per edge, however many commits.
+pub const SPARSE_MAX_COMMITS: usize = 256;
+
 /// Add to `seen` the trees `client` (the edge commits' root trees) and what the
 /// sparse walk finds below them, next to the root trees of the `sent` commits.
 /// Objects already in `seen` count as the client's.

@@ -3,9 +3,9 @@
 //!
 //! gix can walk commits with hidden tips, but has no object-level exclusion, so the
 //! tree part is ours and follows git's `--objects-edge`: the trees of the *edge*
-//! commits (parents the client has of commits we send) are marked as seen first, as
-//! far as git's sparse walk looks into them ([`edges`]), so what the client already
-//! holds is not walked or sent again. The same seen-set then tells the pack writer
+//! commits (parents the client has of commits we send) are marked as seen first (as
+//! far as git's sparse walk looks into them when few commits are sent, [`edges`]),
+//! so what the client already holds is not walked or sent again. The same seen-set then tells the pack writer
 //! which objects a thin pack's deltas may refer to. Under a partial clone filter the
 //! walk below the commits is [`filtered::walk`]'s.
 
@@ -113,12 +113,18 @@ pub fn enumerate(
             edge_trees.push(commit.tree_id()?.detach());
         }
     }
-    if !edge_trees.is_empty() {
+    if edge_trees.is_empty() {
+        // A clone: the client has nothing.
+    } else if commits.len() <= edges::SPARSE_MAX_COMMITS {
         let mut sent_trees = Vec::with_capacity(commits.len());
         for commit in &commits {
             sent_trees.push(repo.find_commit(*commit)?.tree_id()?.detach());
         }
         edges::mark_sparse(repo, &mut reader, &edge_trees, &sent_trees, &mut seen)?;
+    } else {
+        for tree in edge_trees {
+            walk_tree(repo, tree, &mut seen, None, &mut reader)?;
+        }
     }
 
     out.commits = commits.len();
