@@ -219,7 +219,10 @@ fn generate(
                     )
                 }
             };
-            let bases = delta_bases(&repo, &packs, &plan);
+            // The trees read to pair objects are read again to deltify them: one
+            // reader, one cache.
+            let mut reader = Reader::new(&packs);
+            let bases = delta_bases(&repo, &mut reader, &packs, &plan);
             let mut n = 0;
             let stats = write::write_pack(
                 &repo,
@@ -228,7 +231,7 @@ fn generate(
                 count,
                 plan.thin_bases.as_ref(),
                 ofs_delta,
-                bases,
+                (bases, reader),
                 &mut || {
                     n += 1;
                     counting.set(n);
@@ -297,12 +300,16 @@ struct Plan {
 /// objects, where new objects are few and sending them whole costs most. In a clone
 /// the pack is mostly stored entries copied as they are, and pairing the objects of
 /// every commit would cost more than it saves.
-fn delta_bases(repo: &gix::Repository, packs: &Packs, plan: &Plan) -> Option<Bases> {
+fn delta_bases(
+    repo: &gix::Repository,
+    reader: &mut Reader<'_>,
+    packs: &Packs,
+    plan: &Plan,
+) -> Option<Bases> {
     if plan.commits.is_empty() {
         return None;
     }
-    let mut reader = Reader::new(packs);
-    let mut bases = Bases::pair(repo, &mut reader, &plan.commits);
+    let mut bases = Bases::pair(repo, reader, &plan.commits);
     if let Some(known) = &plan.thin_bases {
         // The commit walk's seen-set holds sent objects too: a base in it is the
         // client's only if it is not sent (in a later place of the pack it could

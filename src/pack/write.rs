@@ -84,7 +84,7 @@ impl Known {
 /// `items` must list the entries of each of our packs in pack order. `thin`: the
 /// objects a delta may name as its base although they are not sent. `ofs_delta`: the
 /// client understands offset deltas. `bases`: pairs for new deltas, if any are to be
-/// made (see [`Bases`]). `on_object` is called after each object. A
+/// made (see [`Bases`]), and the reader that read them. `on_object` is called after each object. A
 /// missing object aborts the pack with an error *before* the trailer, so the client
 /// never receives a pack that looks complete but is not.
 #[allow(clippy::too_many_arguments)]
@@ -95,7 +95,7 @@ pub fn write_pack(
     count: usize,
     thin: Option<&Known>,
     ofs_delta: bool,
-    bases: Option<Bases>,
+    (bases, reader): (Option<Bases>, Reader<'_>),
     on_object: &mut dyn FnMut(),
     out: &mut dyn Write,
 ) -> Result<PackStats> {
@@ -119,7 +119,7 @@ pub fn write_pack(
         ahead: ReadAhead::default(),
         object: Vec::new(),
         bases: bases.filter(|b| !b.is_empty()),
-        reader: Reader::new(packs),
+        reader,
         budget: DELTA_BUDGET,
     };
     let mut header = *b"PACK\0\0\0\x02\0\0\0\0";
