@@ -10,7 +10,7 @@
 //!   copied through are read here into buffers of their own size instead, so memory
 //!   does not grow with the pack.
 
-use std::cell::OnceCell;
+use std::cell::{Cell, OnceCell};
 use std::fs::File;
 use std::io::{Read, Seek};
 use std::os::unix::fs::FileExt;
@@ -34,6 +34,9 @@ pub struct Pack {
     order: Vec<u32>,
     /// The other way round, made when first needed.
     positions: OnceCell<Vec<u32>>,
+    /// Lookups so far, and once there were many, a finer fan-out table for them.
+    lookups: Cell<u32>,
+    buckets: OnceCell<Buckets>,
     data: File,
     /// Where the last entry ends: the trailing checksum follows.
     entries_end: u64,
@@ -69,6 +72,8 @@ impl Pack {
             index,
             order,
             positions: OnceCell::new(),
+            lookups: Cell::new(0),
+            buckets: OnceCell::new(),
             data,
             entries_end: len - HASH_LEN as u64,
         })
@@ -86,6 +91,11 @@ impl Pack {
     /// The index position of the object at `pos` in pack order.
     pub fn index_at(&self, pos: u32) -> u32 {
         self.order[pos as usize]
+    }
+
+    /// Where the last entry ends (the trailing checksum follows).
+    pub fn entries_end(&self) -> u64 {
+        self.entries_end
     }
 
     /// Offset and entry size of the object at `pos` in pack order.
@@ -106,9 +116,39 @@ impl Pack {
             .map(|p| p as u32)
     }
 
+    /// The index position of `id`, if the pack has it.
+    ///
+    /// The index's own lookup narrows by the first byte, then bisects what is left
+    /// (a thousand ids and more in a large pack): most of a walk's time went there.
+    /// A walk makes hundreds of thousands of lookups, so after the first few
+    /// thousand the ids are bucketed by their first bits, a handful per bucket.
+    pub fn lookup(&self, id: &gix::hash::oid) -> Option<u32> {
+        let buckets = match self.buckets.get() {
+            Some(b) => b,
+            None if self.lookups.get() < LOOKUPS_BEFORE_BUCKETS => {
+                self.lookups.set(self.lookups.get() + 1);
+                return self.index.lookup(id);
+            }
+            None => self.buckets.get_or_init(|| Buckets::new(&self.index)),
+        };
+        let key = prefix(id.as_bytes());
+        let bucket = (key >> buckets.shift) as usize;
+        let (start, end) = (buckets.starts[bucket], buckets.starts[bucket + 1]);
+        for index in start..end {
+            let candidate = self.index.oid_at_index(index).as_bytes();
+            match prefix(candidate).cmp(&key) {
+                std::cmp::Ordering::Less => continue,
+                std::cmp::Ordering::Greater => return None,
+                std::cmp::Ordering::Equal if candidate == id.as_bytes() => return Some(index),
+                std::cmp::Ordering::Equal => {}
+            }
+        }
+        None
+    }
+
     /// Position in pack order of `id`, if the pack has it.
     pub fn position(&self, id: &gix::hash::oid) -> Option<u32> {
-        let index = self.index.lookup(id)?;
+        let index = self.lookup(id)?;
         let positions = self.positions.get_or_init(|| {
             let mut positions = vec![0; self.order.len()];
             for (pos, index) in self.order.iter().enumerate() {
@@ -169,6 +209,41 @@ impl Pack {
         }
         Ok(total)
     }
+}
+
+/// Index lookups of a pack before it gets [`Buckets`]: a clone with a bitmap makes
+/// a few dozen, and then reading the whole id table would only add to its memory.
+const LOOKUPS_BEFORE_BUCKETS: u32 = 4096;
+
+/// Where the ids of each bucket start in a pack index, a bucket being all ids with
+/// the same first bits: about four ids each (a `u32` per four objects).
+struct Buckets {
+    shift: u32,
+    starts: Vec<u32>,
+}
+
+impl Buckets {
+    fn new(index: &pack::index::File) -> Buckets {
+        let n = index.num_objects();
+        let bits = (u32::BITS - n.leading_zeros())
+            .saturating_sub(2)
+            .clamp(8, 24);
+        let shift = u64::BITS - bits;
+        let mut starts = vec![0u32; (1 << bits) + 1];
+        for i in 0..n {
+            let bucket = (prefix(index.oid_at_index(i).as_bytes()) >> shift) as usize;
+            starts[bucket + 1] += 1;
+        }
+        for b in 1..starts.len() {
+            starts[b] += starts[b - 1];
+        }
+        Buckets { shift, starts }
+    }
+}
+
+/// The first 8 bytes of an id, which order ids as their bytes do.
+fn prefix(id: &[u8]) -> u64 {
+    u64::from_be_bytes(id[..8].try_into().expect("ids are longer"))
 }
 
 /// git's `.rev` file for the pack at `path`: "RIDX", version 1, hash id 1, the index
