@@ -231,7 +231,7 @@ fn generate(
         }
     };
     out.flush()?;
-    stats.bitmap = matches!(plan.send, Send::Bitmap { .. });
+    stats.bitmap = plan.bitmap;
     if progress {
         // Every delta gitd sends is a stored one, so all deltas count as reused. A
         // stored pack sent whole counts as git counts its verbatim reuse.
@@ -253,8 +253,9 @@ fn generate(
 enum Send {
     /// Chosen by walking: entries of our packs in pack order, then the others.
     Listed(Vec<Item>),
-    /// Chosen with the bitmap of our pack `pack`: the objects of `bits` there, then
-    /// `others` (in other packs in pack order, then the rest).
+    /// Chosen as positions in our pack `pack` (with its bitmap, or by a clone's walk):
+    /// the objects of `bits` there, then `others` (in other packs in pack order, then
+    /// the rest).
     Bitmap {
         pack: usize,
         bits: Bits,
@@ -274,6 +275,8 @@ impl Send {
 struct Plan {
     send: Send,
     thin_bases: Option<Known>,
+    /// The objects were chosen with a pack bitmap.
+    bitmap: bool,
 }
 
 /// Choose the objects for `sel`: with a pack bitmap where one applies and can be
@@ -305,7 +308,7 @@ fn plan(
                     continue;
                 }
             };
-            let selected = match reach::select(repo, sel, packs, n, bitmap) {
+            let selected = match reach::select(repo, sel, packs, n, Some(bitmap), meter) {
                 Ok(selected) => selected,
                 Err(err) => {
                     warn!("{}: not using its bitmap: {err}", pack.path.display());
@@ -323,6 +326,23 @@ fn plan(
                     pack: n,
                     client: selected.client,
                 }),
+                bitmap: true,
+            });
+        }
+        // A clone without a bitmap: everything the wants reach, walked into a set of
+        // positions in the largest pack (objects elsewhere are kept by id).
+        let largest = (0..packs.packs.len()).max_by_key(|n| packs.packs[*n].num_objects());
+        if let Some(n) = largest.filter(|_| sel.common.is_empty()) {
+            let selected = reach::select(repo, sel, packs, n, None, meter)?;
+            meter.set(selected.send.len());
+            return Ok(Plan {
+                send: Send::Bitmap {
+                    pack: n,
+                    others: locate(&mut selected.send.ext.iter().copied()),
+                    bits: selected.send.bits,
+                },
+                thin_bases: None,
+                bitmap: false,
             });
         }
     }
@@ -330,6 +350,7 @@ fn plan(
     Ok(Plan {
         send: Send::Listed(locate(&mut set.ids.into_iter())),
         thin_bases: (thin && set.client_has_objects).then_some(Known::Ids(set.known)),
+        bitmap: false,
     })
 }
 
