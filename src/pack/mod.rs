@@ -98,8 +98,10 @@ const CHUNK: usize = 64 * 1024;
 /// Memory for decoded delta bases while reading objects.
 const PACK_CACHE: usize = 8 << 20;
 
-/// Pieces of a stored pack sent whole: the fewer, the fewer wake-ups and writes.
-const VERBATIM_PIECE: usize = 256 * 1024;
+/// Pieces of a stored pack sent whole: the fewer, the fewer wake-ups and writes, but
+/// the channel and the socket hold several at a time. 256 KiB pieces showed as 1.3 MiB
+/// more peak memory than 64 KiB ones serving a 21 MiB pack, in the same time.
+const VERBATIM_PIECE: usize = 64 * 1024;
 
 /// Build the pack for `req` and send it; the caller writes what frames the pack
 /// (v2's `packfile` header, the final flush).

@@ -224,18 +224,29 @@ impl Walk<'_> {
         trees: &mut Vec<ObjectId>,
     ) -> Result<()> {
         loop {
-            let obj = self.repo.find_object(id)?;
-            match obj.kind {
-                gix::object::Kind::Commit => commits.push(id),
-                gix::object::Kind::Tree => trees.push(id),
+            let pos = self.pack.position(&id);
+            let read = match pos {
+                Some(pos) => self.reader.read(self.pack_number, pos)?,
+                None => None,
+            };
+            let (kind, data) = match read {
+                Some(object) => object,
+                None => {
+                    let obj = self.repo.find_object(id)?;
+                    (obj.kind, Rc::from(&*obj.data))
+                }
+            };
+            match kind {
+                Kind::Commit => commits.push(id),
+                Kind::Tree => trees.push(id),
                 kind => {
-                    let pos = self.pack.position(&id);
                     if skip(c, &id, pos) {
                         return Ok(());
                     }
                     c.add(&id, pos);
-                    if kind == gix::object::Kind::Tag {
-                        id = obj.into_tag().target_id()?.detach();
+                    if kind == Kind::Tag {
+                        id = gix::objs::TagRefIter::from_bytes(&data, gix::hash::Kind::Sha1)
+                            .target_id()?;
                         continue;
                     }
                 }
@@ -256,7 +267,7 @@ impl Walk<'_> {
     /// The bitmap entry of commit `id`, if it has one, with the bitmap.
     fn bitmapped(&mut self, id: &gix::hash::oid) -> Option<(usize, &mut Bitmap)> {
         let bitmap = self.bitmap.as_mut()?;
-        Some((bitmap.entry_of(self.pack.index.lookup(id)?)?, bitmap))
+        Some((bitmap.entry_of(self.pack.lookup(id)?)?, bitmap))
     }
 
     /// Add `id` to `c`, counting it.
