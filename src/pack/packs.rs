@@ -10,7 +10,8 @@
 //!   copied through are read here into buffers of their own size instead, so memory
 //!   does not grow with the pack.
 
-use std::cell::{Cell, OnceCell};
+use std::cell::{Cell, OnceCell, RefCell};
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{Read, Seek};
 use std::os::unix::fs::FileExt;
@@ -110,6 +111,11 @@ impl Pack {
     /// Where the last entry ends (the trailing checksum follows).
     pub fn entries_end(&self) -> u64 {
         self.entries_end
+    }
+
+    /// Offset of the object at `pos` in pack order.
+    pub fn offset_at(&self, pos: u32) -> u64 {
+        self.offset_at_index(self.index_at(pos))
     }
 
     /// Offset and entry size of the object at `pos` in pack order.
@@ -279,6 +285,8 @@ fn release_mapped_pages(index: &pack::index::File) {
 const IDS_AT: u64 = 8 + 256 * 4;
 /// Ids of one first byte read at once instead of bisected further.
 const SPARSE_RANGE: usize = 128;
+/// Bisection probes kept: the first levels under each first byte.
+const MAX_PROBES: usize = 4096;
 
 /// A version 2 pack index read with `pread`: the fan-out is held, the rest read
 /// as needed (`Documentation/gitformat-pack.txt`).
@@ -287,6 +295,9 @@ struct Sparse {
     n: u64,
     fan: [u32; 256],
     pack_checksum: ObjectId,
+    /// Ids read while bisecting, by index position: lookups with the same first
+    /// byte probe the same ones first, so most lookups then need a single read.
+    probes: RefCell<HashMap<u32, [u8; HASH_LEN]>>,
 }
 
 impl Sparse {
@@ -310,6 +321,7 @@ impl Sparse {
             n: u64::from(n),
             fan,
             pack_checksum: ObjectId::from_bytes_or_panic(&checksum),
+            probes: RefCell::default(),
         })
     }
 
@@ -320,13 +332,23 @@ impl Sparse {
         let mut lo = if first == 0 { 0 } else { self.fan[first - 1] };
         let mut hi = self.fan[first];
         let mut buf = [0u8; SPARSE_RANGE * HASH_LEN];
+        let mut probes = self.probes.borrow_mut();
         while (hi - lo) as usize > SPARSE_RANGE {
             let mid = lo + (hi - lo) / 2;
-            let probe = &mut buf[..HASH_LEN];
-            self.file
-                .read_exact_at(probe, IDS_AT + u64::from(mid) * HASH_LEN as u64)
-                .ok()?;
-            match (*probe).cmp(id) {
+            let probe = match probes.get(&mid) {
+                Some(probe) => probe,
+                None => {
+                    let mut probe = [0u8; HASH_LEN];
+                    self.file
+                        .read_exact_at(&mut probe, IDS_AT + u64::from(mid) * HASH_LEN as u64)
+                        .ok()?;
+                    if probes.len() >= MAX_PROBES {
+                        probes.clear();
+                    }
+                    probes.entry(mid).or_insert(probe)
+                }
+            };
+            match probe[..].cmp(id) {
                 std::cmp::Ordering::Less => lo = mid + 1,
                 std::cmp::Ordering::Greater => hi = mid,
                 std::cmp::Ordering::Equal => return Some(Some(mid)),

@@ -91,7 +91,7 @@ impl<'a> Reader<'a> {
     /// as a ref-delta (git writes none when it repacks; gix reads those).
     pub fn read(&mut self, n: usize, pos: u32) -> Result<Option<Object>> {
         let pack = &self.packs.packs[n];
-        let mut at = pack.entry_at(pos).0;
+        let mut at = pack.offset_at(pos);
         let mut deltas = Vec::new();
         let (kind, mut object) = loop {
             if let Some(hit) = self.cache.get(&(n, at)) {
