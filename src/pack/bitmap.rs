@@ -362,32 +362,17 @@ mod tests {
     /// The type bitmaps of a pack git wrote put every object in the set of its kind.
     #[test]
     fn type_bitmaps_match_the_objects_kinds() {
-        let dir = std::env::temp_dir().join(format!("gitd-bitmap-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let script = r#"
-            set -e
-            git init -q w && cd w
+        let dir = crate::pack::test_repo(
+            "bitmap",
+            r#"
             for i in $(seq 1 30); do
                 mkdir -p "d$((i % 3))"; echo "$i" > "d$((i % 3))/f"; seq 1 $i > a
                 git add -A && git commit -q -m "c$i"
                 if [ $((i % 10)) = 0 ]; then git tag -a -m "t$i" "v$i"; fi
             done
             git repack -adbq
-        "#;
-        let out = std::process::Command::new("sh")
-            .args(["-c", script])
-            .current_dir(&dir)
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("GIT_AUTHOR_NAME", "T")
-            .env("GIT_AUTHOR_EMAIL", "t@example.com")
-            .env("GIT_COMMITTER_NAME", "T")
-            .env("GIT_COMMITTER_EMAIL", "t@example.com")
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "{stderr}");
+        "#,
+        );
         let repo = gix::open(dir.join("w")).unwrap();
         let packs = super::super::packs::Packs::open(repo.objects.store_ref().path());
         let pack = &packs.packs[0];

@@ -217,31 +217,16 @@ mod tests {
     /// Every object's size, deltas included, is the size git records for it.
     #[test]
     fn object_sizes_of_whole_objects_and_deltas() {
-        let dir = std::env::temp_dir().join(format!("gitd-sizes-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let script = r#"
-            set -e
-            git init -q w && cd w
+        let dir = crate::pack::test_repo(
+            "sizes",
+            r#"
             for i in $(seq 1 40); do
                 seq 1 $((i * 40)) > a.txt; seq $i 300 > b.txt
                 git add -A && git commit -q -m "c$i"
             done
             git repack -adfq --depth=50 --window=50
-        "#;
-        let out = std::process::Command::new("sh")
-            .args(["-c", script])
-            .current_dir(&dir)
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("GIT_AUTHOR_NAME", "T")
-            .env("GIT_AUTHOR_EMAIL", "t@example.com")
-            .env("GIT_COMMITTER_NAME", "T")
-            .env("GIT_COMMITTER_EMAIL", "t@example.com")
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "{stderr}");
+        "#,
+        );
         let repo = gix::open(dir.join("w")).unwrap();
         let packs = Packs::open(repo.objects.store_ref().path());
         let pack = &packs.packs[0];

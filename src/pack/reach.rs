@@ -28,6 +28,7 @@ use super::bitmap_filter;
 use super::filter::Filter;
 use super::objects::{Selection, peel_tag_chain};
 use super::packs::{Pack, Packs};
+use super::progress::Meter;
 use super::read::Reader;
 use super::write::Item;
 use crate::Result;
@@ -88,13 +89,17 @@ pub fn applies(sel: &Selection) -> bool {
         && sel.extra_edges.is_empty()
 }
 
-/// The objects for `sel`, from the bitmap of our pack number `n`.
+/// The objects for `sel`, with the bitmap of our pack number `n`, or without one by
+/// walking everything (still a set of positions in that pack: a few bytes per
+/// thousand objects where a set of ids would take tens of kilobytes, and no lookup
+/// afterwards to put the objects in pack order). `meter` counts what the walks find.
 pub fn select(
     repo: &gix::Repository,
     sel: &Selection,
     packs: &Packs,
     n: usize,
-    bitmap: Bitmap,
+    bitmap: Option<Bitmap>,
+    meter: &mut Meter,
 ) -> Result<Selected> {
     let pack = &packs.packs[n];
     let mut walk = Walk {
@@ -103,12 +108,16 @@ pub fn select(
         pack_number: n,
         reader: Reader::new(packs),
         bitmap,
+        meter,
+        found: 0,
     };
     let client = walk.closure(&sel.common, None)?;
     let mut send = walk.closure(&sel.wants, Some(&client))?;
     send.bits.and_not(&client.bits);
     if let Some(filter) = &sel.filter {
-        bitmap_filter::apply(repo, pack, &walk.bitmap, filter, &sel.wants, &mut send)?;
+        // The type masks come from the bitmap: without one, `plan` walks instead.
+        let bitmap = walk.bitmap.as_ref().ok_or("a filter needs a bitmap")?;
+        bitmap_filter::apply(repo, pack, bitmap, filter, &sel.wants, &mut send)?;
     }
 
     // include-tag: annotated tags whose peeled object is sent, with every tag of
@@ -139,14 +148,21 @@ struct Walk<'a> {
     pack_number: usize,
     /// Reads the commits and trees of our packs (others through gix).
     reader: Reader<'a>,
-    bitmap: Bitmap,
+    bitmap: Option<Bitmap>,
+    meter: &'a mut Meter,
+    /// Objects the walks added one by one, for `meter`.
+    found: usize,
 }
 
 impl Walk<'_> {
     /// Everything reachable from `roots` that `exclude` does not hold (an object in
     /// it is not walked: it and all it reaches are in `exclude`).
     fn closure(&mut self, roots: &[ObjectId], exclude: Option<&Closure>) -> Result<Closure> {
-        let mut c = Closure::new(self.bitmap.len());
+        let len = self
+            .bitmap
+            .as_ref()
+            .map_or(self.pack.num_objects(), Bitmap::len);
+        let mut c = Closure::new(len);
         let skip = |c: &Closure, id: &gix::hash::oid, pos| {
             c.has(id, pos) || exclude.is_some_and(|x| x.has(id, pos))
         };
@@ -168,12 +184,12 @@ impl Walk<'_> {
             if skip(&c, &id, pos, full) {
                 continue;
             }
-            if let Some(n) = self.bitmapped(&id) {
-                c.bits.or(&*self.bitmap.reachable(n)?);
-                full = c.bits.count() == self.bitmap.len();
+            if let Some((n, bitmap)) = self.bitmapped(&id) {
+                c.bits.or(&*bitmap.reachable(n)?);
+                full = c.bits.count() == len;
                 continue;
             }
-            c.add(&id, pos);
+            self.add(&mut c, &id, pos);
             let data = self.object(&id, pos, Kind::Commit)?;
             for token in CommitRefIter::from_bytes(&data, gix::hash::Kind::Sha1) {
                 match token? {
@@ -188,7 +204,7 @@ impl Walk<'_> {
             if skip(&c, &id, pos, full) {
                 continue;
             }
-            c.add(&id, pos);
+            self.add(&mut c, &id, pos);
             let data = self.object(&id, pos, Kind::Tree)?;
             for entry in TreeRefIter::from_bytes(&data, gix::hash::Kind::Sha1) {
                 let entry = entry?;
@@ -200,7 +216,7 @@ impl Walk<'_> {
                 } else {
                     let pos = self.pack.position(entry.oid);
                     if !skip(&c, entry.oid, pos, full) {
-                        c.add(entry.oid, pos);
+                        self.add(&mut c, entry.oid, pos);
                     }
                 }
             }
@@ -218,18 +234,29 @@ impl Walk<'_> {
         trees: &mut Vec<ObjectId>,
     ) -> Result<()> {
         loop {
-            let obj = self.repo.find_object(id)?;
-            match obj.kind {
-                gix::object::Kind::Commit => commits.push(id),
-                gix::object::Kind::Tree => trees.push(id),
+            let pos = self.pack.position(&id);
+            let read = match pos {
+                Some(pos) => self.reader.read(self.pack_number, pos)?,
+                None => None,
+            };
+            let (kind, data) = match read {
+                Some(object) => object,
+                None => {
+                    let obj = self.repo.find_object(id)?;
+                    (obj.kind, Rc::from(&*obj.data))
+                }
+            };
+            match kind {
+                Kind::Commit => commits.push(id),
+                Kind::Tree => trees.push(id),
                 kind => {
-                    let pos = self.pack.position(&id);
                     if skip(c, &id, pos) {
                         return Ok(());
                     }
                     c.add(&id, pos);
-                    if kind == gix::object::Kind::Tag {
-                        id = obj.into_tag().target_id()?.detach();
+                    if kind == Kind::Tag {
+                        id = gix::objs::TagRefIter::from_bytes(&data, gix::hash::Kind::Sha1)
+                            .target_id()?;
                         continue;
                     }
                 }
@@ -247,8 +274,18 @@ impl Walk<'_> {
         self.reader.object(self.repo, id, item, kind)
     }
 
-    /// The bitmap entry of commit `id`, if it has one.
-    fn bitmapped(&self, id: &gix::hash::oid) -> Option<usize> {
-        self.bitmap.entry_of(self.pack.index.lookup(id)?)
+    /// The bitmap entry of commit `id`, if it has one, with the bitmap.
+    fn bitmapped(&mut self, id: &gix::hash::oid) -> Option<(usize, &mut Bitmap)> {
+        let bitmap = self.bitmap.as_mut()?;
+        Some((bitmap.entry_of(self.pack.lookup(id)?)?, bitmap))
+    }
+
+    /// Add `id` to `c`, counting it.
+    fn add(&mut self, c: &mut Closure, id: &gix::hash::oid, pos: Option<u32>) {
+        c.add(id, pos);
+        self.found += 1;
+        if self.found % 1024 == 0 {
+            self.meter.set(self.found);
+        }
     }
 }

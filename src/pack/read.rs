@@ -9,12 +9,13 @@
 //! for the deltas based on them, within a bound.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::rc::Rc;
 
 use gix::object::Kind;
 use gix::odb::pack::data::{self, entry::Header};
 
-use super::packs::Packs;
+use super::packs::{Pack, Packs};
 use super::write::Item;
 use crate::Result;
 
@@ -22,18 +23,27 @@ use crate::Result;
 const CACHE_BYTES: usize = 4 << 20;
 /// Longer delta chains than git ever writes (its default limit is 50) mean damage.
 const MAX_CHAIN: usize = 10_000;
+/// Pack bytes read at a time, at least. Trees average a hundred bytes and a walk
+/// reads them in no order the pack keeps: with 32 KiB windows a full walk of a
+/// 20 MiB pack read 3.7 GiB, with 512-byte ones 85 MiB in 40% more reads, and
+/// was faster.
+const WINDOW: usize = 1024;
+/// Room for any entry header: type and size, then a base offset or id.
+const MAX_HEADER: usize = 32;
 
 pub type Object = (Kind, Rc<[u8]>);
+type Cache = HashMap<(usize, u64), Object, BuildHasherDefault<OffsetHasher>>;
 
 pub struct Reader<'a> {
     packs: &'a Packs,
     inflate: gix::zlib::Inflate,
     /// Decoded objects by pack number and offset, and in the order they came: the
     /// oldest go first when the cache is full.
-    cache: HashMap<(usize, u64), Object>,
+    cache: Cache,
     order: VecDeque<(usize, u64)>,
     cached: usize,
     buf: Vec<u8>,
+    window: Window,
 }
 
 impl<'a> Reader<'a> {
@@ -41,10 +51,11 @@ impl<'a> Reader<'a> {
         Reader {
             packs,
             inflate: gix::zlib::Inflate::default(),
-            cache: HashMap::new(),
+            cache: Cache::default(),
             order: VecDeque::new(),
             cached: 0,
             buf: Vec::new(),
+            window: Window::default(),
         }
     }
 
@@ -90,17 +101,14 @@ impl<'a> Reader<'a> {
     /// as a ref-delta (git writes none when it repacks; gix reads those).
     pub fn read(&mut self, n: usize, pos: u32) -> Result<Option<Object>> {
         let pack = &self.packs.packs[n];
-        let mut at = pack.entry_at(pos).0;
+        let mut at = pack.offset_at(pos);
         let mut deltas = Vec::new();
         let (kind, mut object) = loop {
             if let Some(hit) = self.cache.get(&(n, at)) {
                 break hit.clone();
             }
-            let size = pack.entry_size_at_offset(at).ok_or("no entry there")?;
-            let raw = pack.read_entry(at, size)?;
-            let entry = data::Entry::from_bytes(&raw, 0, gix::hash::Kind::Sha1)?;
-            let body = self.inflate(&raw[entry.data_offset as usize..], entry.decompressed_size)?;
-            match entry.header {
+            let (header, body) = self.entry(n, at)?;
+            match header {
                 Header::OfsDelta { base_distance } => {
                     if deltas.len() > MAX_CHAIN {
                         return Err("delta chain too long".into());
@@ -123,14 +131,30 @@ impl<'a> Reader<'a> {
         Ok(Some((kind, object)))
     }
 
-    fn inflate(&mut self, input: &[u8], size: u64) -> Result<Vec<u8>> {
-        let mut out = vec![0u8; usize::try_from(size)?];
-        self.inflate.reset();
-        let (status, _, written) = self.inflate.once(input, &mut out)?;
-        if status != gix::zlib::Status::StreamEnd || written != out.len() {
-            return Err("pack entry does not inflate to its size".into());
+    /// The header and inflated data of the entry at `at` in pack `n`.
+    ///
+    /// Its compressed size is the distance to the next entry, but finding that entry
+    /// is a search through the index; instead, as much is read as data of the size
+    /// the header gives can take deflated, and only a stream that does not end
+    /// there (no zlib writes such) is read again to the exact end.
+    fn entry(&mut self, n: usize, at: u64) -> Result<(Header, Vec<u8>)> {
+        let pack = &self.packs.packs[n];
+        let head = self.window.bytes(pack, n, at, MAX_HEADER)?;
+        let entry = data::Entry::from_bytes(head, 0, gix::hash::Kind::Sha1)?;
+        let size = usize::try_from(entry.decompressed_size)?;
+        let start = at + entry.data_offset;
+        let bound = size.saturating_add(size / 256 + 64);
+        let input = self.window.bytes(pack, n, start, bound)?;
+        let mut out = vec![0u8; size];
+        if inflate(&mut self.inflate, input, &mut out).is_err() {
+            let size = pack.entry_size_at_offset(at).ok_or("no entry there")?;
+            let end = (at + size as u64)
+                .checked_sub(start)
+                .ok_or("pack entry too small")?;
+            let input = self.window.bytes(pack, n, start, usize::try_from(end)?)?;
+            inflate(&mut self.inflate, input, &mut out)?;
         }
-        Ok(out)
+        Ok((entry.header, out))
     }
 
     fn keep(&mut self, at: (usize, u64), kind: Kind, data: Vec<u8>) -> Object {
@@ -147,6 +171,74 @@ impl<'a> Reader<'a> {
             }
         }
         (kind, data)
+    }
+}
+
+/// Inflate a whole zlib stream from the start of `input` into `out`, which it must
+/// fill exactly.
+fn inflate(inflate: &mut gix::zlib::Inflate, input: &[u8], out: &mut [u8]) -> Result<()> {
+    inflate.reset();
+    let (status, _, written) = inflate.once(input, out)?;
+    if status != gix::zlib::Status::StreamEnd || written != out.len() {
+        return Err("pack entry does not inflate to its size".into());
+    }
+    Ok(())
+}
+
+/// A stretch of one pack's bytes, read with `pread`.
+#[derive(Default)]
+struct Window {
+    pack: usize,
+    at: u64,
+    buf: Vec<u8>,
+}
+
+impl Window {
+    /// `len` bytes of pack `n` from `at`, or fewer where the entries end.
+    fn bytes(&mut self, pack: &Pack, n: usize, at: u64, len: usize) -> Result<&[u8]> {
+        let len = len.min(usize::try_from(pack.entries_end().saturating_sub(at))?);
+        let held =
+            self.pack == n && at >= self.at && at + len as u64 <= self.at + self.buf.len() as u64;
+        if !held {
+            let read = len
+                .max(WINDOW)
+                .min(usize::try_from(pack.entries_end().saturating_sub(at))?);
+            // Only what a large entry needs beyond the usual window is given back
+            // when it is done: the window keeps its size.
+            if self.buf.capacity() > WINDOW && read <= WINDOW {
+                self.buf = Vec::with_capacity(WINDOW);
+            }
+            self.buf.resize(read, 0);
+            pack.read_entry_into(at, &mut self.buf)?;
+            (self.pack, self.at) = (n, at);
+        }
+        let from = (at - self.at) as usize;
+        Ok(&self.buf[from..from + len])
+    }
+}
+
+/// Hashes the pack number and offset that key the cache: offsets of entries are
+/// distinct already, so one multiplication spreads them well enough.
+#[derive(Default)]
+struct OffsetHasher(u64);
+
+impl Hasher for OffsetHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(u64::from(*b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
     }
 }
 
@@ -212,39 +304,20 @@ mod tests {
     use super::*;
     use crate::pack::packs::Packs;
     use gix::objs::Find;
-    use std::process::Command;
 
     /// Every object of a pack with long delta chains reads as gix reads it.
     #[test]
     fn objects_read_as_gix_reads_them() {
-        let dir = std::env::temp_dir().join(format!("gitd-read-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let script = r#"
-            set -e
-            git init -q w && cd w
+        let dir = crate::pack::test_repo(
+            "read",
+            r#"
             for i in $(seq 1 40); do
                 seq 1 $((i * 50)) > a.txt; echo "change $i" >> b.txt
                 mkdir -p "d$((i % 4))"; echo $i > "d$((i % 4))/f"
                 git add -A && git commit -q -m "c$i"
             done
             git repack -adfq --depth=50 --window=50
-        "#;
-        let out = Command::new("sh")
-            .args(["-c", script])
-            .current_dir(&dir)
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("GIT_AUTHOR_NAME", "T")
-            .env("GIT_AUTHOR_EMAIL", "t@example.com")
-            .env("GIT_COMMITTER_NAME", "T")
-            .env("GIT_COMMITTER_EMAIL", "t@example.com")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        "#,
         );
         let repo = gix::open(dir.join("w")).unwrap();
         let packs = Packs::open(repo.objects.store_ref().path());
