@@ -21,6 +21,7 @@ pub mod handler;
 pub mod hostinfo;
 pub mod install;
 pub mod logging;
+pub mod memory;
 pub mod notify;
 pub mod pack;
 pub mod policy;

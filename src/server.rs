@@ -82,6 +82,7 @@ pub async fn run(
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
 
     notify::ready();
+    crate::memory::release_start_up_code();
     let watchdog = notify::watchdog_interval().map(|every| {
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every / 2);
