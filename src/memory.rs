@@ -77,7 +77,13 @@ mod tests {
         let before = code_rss_kib();
         release_start_up_code();
         let after = code_rss_kib();
-        assert!(before >= 512, "a test binary's code touched so far: {before} KiB");
-        assert!(after + 256 < before, "{before} KiB before, {after} KiB after");
+        assert!(
+            before >= 512,
+            "a test binary's code touched so far: {before} KiB"
+        );
+        assert!(
+            after + 256 < before,
+            "{before} KiB before, {after} KiB after"
+        );
     }
 }
