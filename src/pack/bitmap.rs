@@ -4,7 +4,7 @@
 //!
 //! The file is read through once and checked against its trailing checksum (a
 //! flipped bit in a bitmap would silently leave objects out of a clone; plain SHA-1
-//! suffices to catch damage, and is fast), keeping
+//! suffices to catch damage, and is fast; once per file, see `verified`), keeping
 //! only where each commit's bitmap is; bitmaps are then read on demand. The
 //! optional sections after the bitmaps (pseudo-merges, lookup table, name-hash
 //! cache) are not needed and only hashed. The type bitmaps that come first (which
@@ -22,6 +22,7 @@ use gix::object::Kind;
 use sha1::Digest;
 
 use super::packs::Pack;
+use super::verified::FileIdentity;
 use crate::Result;
 
 const HASH_LEN: usize = 20;
@@ -128,9 +129,13 @@ impl Bitmap {
         let body_len = size
             .checked_sub(HASH_LEN as u64)
             .ok_or("too small for a bitmap")?;
+        // Checked once per file: see `verified`. A file checked before is only parsed,
+        // skipping over the bitmaps' words.
+        let identity = FileIdentity::of(&file);
+        let verify = !identity.is_some_and(|i| i.verified());
         let mut r = Hashing {
             inner: BufReader::with_capacity(64 * 1024, file.try_clone()?),
-            hasher: sha1::Sha1::new(),
+            hasher: verify.then(sha1::Sha1::new),
             at: 0,
             limit: body_len,
         };
@@ -164,15 +169,20 @@ impl Bitmap {
             });
             by_commit.insert(commit, n);
         }
-        // Optional sections: hashed, not parsed.
-        std::io::copy(
-            &mut (&mut r.inner).take(body_len - r.at),
-            &mut HashSink(&mut r.hasher),
-        )?;
-        let mut own = [0u8; HASH_LEN];
-        file.read_exact_at(&mut own, body_len)?;
-        if r.hasher.finalize()[..] != own {
-            return Err("bitmap checksum mismatch".into());
+        if let Some(mut hasher) = r.hasher.take() {
+            // Optional sections: hashed, not parsed.
+            std::io::copy(
+                &mut (&mut r.inner).take(body_len - r.at),
+                &mut HashSink(&mut hasher),
+            )?;
+            let mut own = [0u8; HASH_LEN];
+            file.read_exact_at(&mut own, body_len)?;
+            if hasher.finalize()[..] != own {
+                return Err("bitmap checksum mismatch".into());
+            }
+            if let Some(identity) = identity {
+                identity.remember();
+            }
         }
         Ok(Bitmap {
             file,
@@ -292,10 +302,11 @@ fn decode_ewah(mut words: impl Iterator<Item = u64>, len: u32) -> Result<Bits> {
     Ok(out)
 }
 
-/// Reads the bitmap file in order, hashing every byte, up to the trailing checksum.
+/// Reads the bitmap file in order, hashing every byte (unless the file was verified
+/// before), up to the trailing checksum.
 struct Hashing {
     inner: BufReader<File>,
-    hasher: sha1::Sha1,
+    hasher: Option<sha1::Sha1>,
     at: u64,
     limit: u64,
 }
@@ -306,7 +317,9 @@ impl Hashing {
             return Err("truncated bitmap".into());
         }
         self.inner.read_exact(buf)?;
-        self.hasher.update(&*buf);
+        if let Some(hasher) = &mut self.hasher {
+            hasher.update(&*buf);
+        }
         self.at += buf.len() as u64;
         Ok(())
     }
@@ -318,6 +331,14 @@ impl Hashing {
         let words = u32::from_be_bytes(head[4..].try_into().expect("4 bytes"));
         let at = self.at;
         let mut left = u64::from(words) * 8 + 4; // the words, then the last RLW's position
+        if self.hasher.is_none() {
+            if self.at + left > self.limit {
+                return Err("truncated bitmap".into());
+            }
+            self.inner.seek_relative(left as i64)?;
+            self.at += left;
+            return Ok((at, words));
+        }
         let mut buf = [0u8; 4096];
         while left > 0 {
             let n = left.min(buf.len() as u64) as usize;
@@ -389,6 +410,30 @@ mod tests {
             }
         }
         assert_eq!((seen[0], seen[3]), (30, 3));
+
+        // Opened again, the file is only parsed (its checksum was verified): the
+        // same bitmaps are found at the same places.
+        let again = Bitmap::open(pack).unwrap().unwrap();
+        assert_eq!(again.types, bitmap.types);
+        assert_eq!(again.by_commit, bitmap.by_commit);
+        let at = |b: &Bitmap| {
+            b.entries
+                .iter()
+                .map(|e| (e.words_at, e.words, e.xor))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(at(&again), at(&bitmap));
+        // A file rewritten in place is verified again: a flipped bit is caught.
+        let path = pack.path.with_extension("bitmap");
+        let mut bytes = std::fs::read(&path).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0x10;
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(&path, &bytes).unwrap();
+        let err = Bitmap::open(pack)
+            .err()
+            .expect("a damaged bitmap is refused");
+        assert!(err.to_string().contains("bitmap"), "{err}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -12,11 +12,13 @@ mod delta;
 mod edges;
 pub mod filter;
 mod filtered;
+mod index;
 pub mod objects;
 mod packs;
 pub mod progress;
 mod reach;
 mod read;
+mod verified;
 pub mod walk;
 pub mod write;
 

@@ -10,8 +10,7 @@
 //!   copied through are read here into buffers of their own size instead, so memory
 //!   does not grow with the pack.
 
-use std::cell::{Cell, OnceCell, RefCell};
-use std::collections::HashMap;
+use std::cell::{Cell, OnceCell};
 use std::fs::File;
 use std::io::{Read, Seek};
 use std::os::unix::fs::FileExt;
@@ -21,6 +20,8 @@ use gix::ObjectId;
 use gix::odb::pack;
 use sha1::Digest;
 
+use super::index::{Buckets, Sparse, release_mapped_pages};
+use super::verified::FileIdentity;
 use super::write::Item;
 
 /// Length of a SHA-1 checksum; gitd serves SHA-1 repositories only.
@@ -167,19 +168,7 @@ impl Pack {
             }
             None => self.buckets.get_or_init(|| Buckets::new(&self.index)),
         };
-        let key = prefix(id.as_bytes());
-        let bucket = (key >> buckets.shift) as usize;
-        let (start, end) = (buckets.starts[bucket], buckets.starts[bucket + 1]);
-        for index in start..end {
-            let candidate = self.index.oid_at_index(index).as_bytes();
-            match prefix(candidate).cmp(&key) {
-                std::cmp::Ordering::Less => continue,
-                std::cmp::Ordering::Greater => return None,
-                std::cmp::Ordering::Equal if candidate == id.as_bytes() => return Some(index),
-                std::cmp::Ordering::Equal => {}
-            }
-        }
-        None
+        buckets.lookup(&self.index, id)
     }
 
     /// Position in pack order of `id`, if the pack has it.
@@ -309,163 +298,6 @@ impl ReadAhead {
 /// repository of 235k objects. A walk reads it hundreds of thousands of times.
 const SPARSE_READS: u32 = 16 * 1024;
 
-/// Drop the pages of `index`'s mapping from the process (not from the page cache):
-/// gix reads the whole offsets table through it when it opens an index, which put a
-/// megabyte per million objects of the file into the RSS of every pack served, for
-/// nothing while the index is read with `pread`. Pages read later map again.
-fn release_mapped_pages(index: &pack::index::File) {
-    if index.num_objects() == 0 {
-        return;
-    }
-    // A version 2 index maps the file from its start, and its ids start at `IDS_AT`.
-    let start = index
-        .oid_at_index(0)
-        .as_bytes()
-        .as_ptr()
-        .wrapping_sub(IDS_AT as usize);
-    let page = 4096;
-    if start as usize % page != 0 {
-        return;
-    }
-    let len = IDS_AT as usize + index.num_objects() as usize * (HASH_LEN + 8);
-    // SAFETY: the range lies within the read-only private file mapping that `index`
-    // owns and that is never written: MADV_DONTNEED only unmaps its pages, and reads
-    // afterwards fault them in again from the file unchanged.
-    unsafe {
-        libc::madvise(start as *mut libc::c_void, len, libc::MADV_DONTNEED);
-    }
-}
-
-/// Where a version 2 index keeps the ids: after the signature, version and fan-out.
-const IDS_AT: u64 = 8 + 256 * 4;
-/// Ids of one first byte read at once instead of bisected further.
-const SPARSE_RANGE: usize = 128;
-/// Bisection probes kept: the first levels under each first byte.
-const MAX_PROBES: usize = 4096;
-
-/// A version 2 pack index read with `pread`: the fan-out is held, the rest read
-/// as needed (`Documentation/gitformat-pack.txt`).
-struct Sparse {
-    file: File,
-    n: u64,
-    fan: [u32; 256],
-    pack_checksum: ObjectId,
-    /// Ids read while bisecting, by index position: lookups with the same first
-    /// byte probe the same ones first, so most lookups then need a single read.
-    probes: RefCell<HashMap<u32, [u8; HASH_LEN]>>,
-}
-
-impl Sparse {
-    fn open(path: &Path, n: u32) -> Option<Sparse> {
-        let file = File::open(path).ok()?;
-        let mut head = [0u8; IDS_AT as usize];
-        file.read_exact_at(&mut head, 0).ok()?;
-        if head[..8] != *b"\xfftOc\0\0\0\x02" {
-            return None;
-        }
-        let mut fan = [0u32; 256];
-        for (f, b) in fan.iter_mut().zip(head[8..].chunks_exact(4)) {
-            *f = u32::from_be_bytes(b.try_into().expect("4 bytes"));
-        }
-        let len = file.metadata().ok()?.len();
-        let mut checksum = [0u8; HASH_LEN];
-        file.read_exact_at(&mut checksum, len.checked_sub(2 * HASH_LEN as u64)?)
-            .ok()?;
-        (fan[255] == n).then_some(Sparse {
-            file,
-            n: u64::from(n),
-            fan,
-            pack_checksum: ObjectId::from_bytes_or_panic(&checksum),
-            probes: RefCell::default(),
-        })
-    }
-
-    /// The index position of `id`: `Some(None)` if absent, `None` if unreadable.
-    fn lookup(&self, id: &gix::hash::oid) -> Option<Option<u32>> {
-        let id = id.as_bytes();
-        let first = usize::from(id[0]);
-        let mut lo = if first == 0 { 0 } else { self.fan[first - 1] };
-        let mut hi = self.fan[first];
-        let mut buf = [0u8; SPARSE_RANGE * HASH_LEN];
-        let mut probes = self.probes.borrow_mut();
-        while (hi - lo) as usize > SPARSE_RANGE {
-            let mid = lo + (hi - lo) / 2;
-            let probe = match probes.get(&mid) {
-                Some(probe) => probe,
-                None => {
-                    let mut probe = [0u8; HASH_LEN];
-                    self.file
-                        .read_exact_at(&mut probe, IDS_AT + u64::from(mid) * HASH_LEN as u64)
-                        .ok()?;
-                    if probes.len() >= MAX_PROBES {
-                        probes.clear();
-                    }
-                    probes.entry(mid).or_insert(probe)
-                }
-            };
-            match probe[..].cmp(id) {
-                std::cmp::Ordering::Less => lo = mid + 1,
-                std::cmp::Ordering::Greater => hi = mid,
-                std::cmp::Ordering::Equal => return Some(Some(mid)),
-            }
-        }
-        let ids = &mut buf[..(hi - lo) as usize * HASH_LEN];
-        self.file
-            .read_exact_at(ids, IDS_AT + u64::from(lo) * HASH_LEN as u64)
-            .ok()?;
-        let found = ids.chunks_exact(HASH_LEN).position(|c| c == id);
-        Some(found.map(|p| lo + p as u32))
-    }
-
-    /// The pack offset of the object at index position `index`.
-    fn offset(&self, index: u32) -> Option<u64> {
-        let offsets = IDS_AT + self.n * (HASH_LEN as u64 + 4);
-        let mut b = [0u8; 4];
-        self.file
-            .read_exact_at(&mut b, offsets + u64::from(index) * 4)
-            .ok()?;
-        let small = u32::from_be_bytes(b);
-        if small & 0x8000_0000 == 0 {
-            return Some(u64::from(small));
-        }
-        let mut b = [0u8; 8];
-        let large = offsets + self.n * 4 + u64::from(small & 0x7fff_ffff) * 8;
-        self.file.read_exact_at(&mut b, large).ok()?;
-        Some(u64::from_be_bytes(b))
-    }
-}
-
-/// Where the ids of each bucket start in a pack index, a bucket being all ids with
-/// the same first bits: about four ids each (a `u32` per four objects).
-struct Buckets {
-    shift: u32,
-    starts: Vec<u32>,
-}
-
-impl Buckets {
-    fn new(index: &pack::index::File) -> Buckets {
-        let n = index.num_objects();
-        let bits = (u32::BITS - n.leading_zeros())
-            .saturating_sub(2)
-            .clamp(8, 24);
-        let shift = u64::BITS - bits;
-        let mut starts = vec![0u32; (1 << bits) + 1];
-        for i in 0..n {
-            let bucket = (prefix(index.oid_at_index(i).as_bytes()) >> shift) as usize;
-            starts[bucket + 1] += 1;
-        }
-        for b in 1..starts.len() {
-            starts[b] += starts[b - 1];
-        }
-        Buckets { shift, starts }
-    }
-}
-
-/// The first 8 bytes of an id, which order ids as their bytes do.
-fn prefix(id: &[u8]) -> u64 {
-    u64::from_be_bytes(id[..8].try_into().expect("ids are longer"))
-}
-
 /// git's `.rev` file for the pack at `path`: "RIDX", version 1, hash id 1, the index
 /// positions in pack order, the pack's checksum and the file's own. Checked in full
 /// (a wrong order would cut entries at the wrong places), the checksum once per
@@ -483,53 +315,17 @@ fn read_rev(path: &Path, index: &pack::index::File, checksum: &ObjectId) -> Opti
     if &body[body.len() - HASH_LEN..] != checksum.as_slice() {
         return None;
     }
-    // Hashing the file is most of the work of opening a large pack; git never does.
-    // Once per file (git writes a new file, never into an old one) is enough.
-    let lock = || VERIFIED_REV.lock().unwrap_or_else(|e| e.into_inner());
-    let known = lock().contains(&identity);
-    if !known {
+    if !identity.verified() {
         if sha1::Sha1::digest(body)[..] != *own {
             return None;
         }
-        let mut v = lock();
-        if v.len() >= MAX_VERIFIED {
-            v.remove(0);
-        }
-        v.push(identity);
+        identity.remember();
     }
     let order: Vec<u32> = body[12..12 + 4 * n]
         .chunks_exact(4)
         .map(|c| u32::from_be_bytes(c.try_into().expect("4 bytes")))
         .collect();
     order.iter().all(|i| (*i as usize) < n).then_some(order)
-}
-
-/// `.rev` files whose checksum was verified: few, the packs served lately.
-const MAX_VERIFIED: usize = 64;
-
-/// Shared by the threads that build packs; held only to look up or add one entry.
-static VERIFIED_REV: std::sync::Mutex<Vec<FileIdentity>> = std::sync::Mutex::new(Vec::new());
-
-/// What tells one file from another, and a file from itself rewritten.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct FileIdentity {
-    dev: u64,
-    ino: u64,
-    len: u64,
-    mtime_ns: i128,
-}
-
-impl FileIdentity {
-    fn of(file: &File) -> Option<FileIdentity> {
-        use std::os::unix::fs::MetadataExt;
-        let m = file.metadata().ok()?;
-        Some(FileIdentity {
-            dev: m.dev(),
-            ino: m.ino(),
-            len: m.len(),
-            mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
-        })
-    }
 }
 
 /// All version 2 packs of a repository's object directory (not its alternates,
