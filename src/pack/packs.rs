@@ -10,7 +10,8 @@
 //!   copied through are read here into buffers of their own size instead, so memory
 //!   does not grow with the pack.
 
-use std::cell::{Cell, OnceCell};
+use std::cell::{Cell, OnceCell, RefCell};
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{Read, Seek};
 use std::os::unix::fs::FileExt;
@@ -41,7 +42,14 @@ pub struct Pack {
     /// table for the lookups, which then go through the mapped index.
     sparse: Option<Sparse>,
     reads: Cell<u32>,
+    /// Lookups answered while the index is read with `pread`: a walk looks up the
+    /// same ids again and again (the unchanged trees of each commit, a commit before
+    /// and after asking whether it has a bitmap): a fetch of a few commits made 5k
+    /// lookups of 900 ids. At most [`SPARSE_READS`] entries; dropped for the buckets.
+    memo: RefCell<HashMap<ObjectId, Option<u32>>>,
     buckets: OnceCell<Buckets>,
+    /// Lookups go through the mapping for now: see [`Pack::with_mapped_lookups`].
+    mapped: Cell<bool>,
     checksum: ObjectId,
     data: File,
     /// Where the last entry ends: the trailing checksum follows.
@@ -88,6 +96,8 @@ impl Pack {
             positions: OnceCell::new(),
             sparse,
             reads: Cell::new(0),
+            memo: RefCell::default(),
+            mapped: Cell::new(false),
             buckets: OnceCell::new(),
             checksum,
             data,
@@ -158,17 +168,49 @@ impl Pack {
     /// A walk makes hundreds of thousands of lookups, so after the first few
     /// thousand the ids are bucketed by their first bits, a handful per bucket.
     pub fn lookup(&self, id: &gix::hash::oid) -> Option<u32> {
+        if self.mapped.get() {
+            return self.index.lookup(id);
+        }
         let buckets = match self.buckets.get() {
             Some(b) => b,
             None if self.reads.get() < SPARSE_READS => {
-                return match self.sparse().and_then(|s| s.lookup(id)) {
+                if let Some(found) = self.memo.borrow().get(id) {
+                    // Counted as a read: a walk of many lookups goes to the buckets.
+                    self.reads.set(self.reads.get() + 1);
+                    return *found;
+                }
+                let found = match self.sparse().and_then(|s| s.lookup(id)) {
                     Some(found) => found,
                     None => self.index.lookup(id),
                 };
+                self.memo.borrow_mut().insert(id.to_owned(), found);
+                return found;
             }
-            None => self.buckets.get_or_init(|| Buckets::new(&self.index)),
+            None => self.buckets.get_or_init(|| {
+                self.memo.take();
+                Buckets::new(&self.index)
+            }),
         };
         buckets.lookup(&self.index, id)
+    }
+
+    /// Run `f` with lookups through the index's mapping, then drop the pages it
+    /// mapped from the process.
+    ///
+    /// For the walk from a fetch's haves to the nearest bitmapped commits: it looks
+    /// up a thousand ids and more, where a lookup with `pread` costs a few reads
+    /// (3 µs here) and through the mapping a bisection in memory: a fetch of five
+    /// commits with bitmaps took 14 ms instead of 10. The pages the walk mapped
+    /// (up to the index's ids) are dropped when it ends, before the pack is
+    /// written; a clone has no haves and never maps them.
+    pub fn with_mapped_lookups<T>(&self, f: impl FnOnce() -> T) -> T {
+        let before = self.mapped.replace(true);
+        let out = f();
+        self.mapped.set(before);
+        if !before && self.sparse.is_some() {
+            release_mapped_pages(&self.index);
+        }
+        out
     }
 
     /// Position in pack order of `id`, if the pack has it.
@@ -440,6 +482,17 @@ mod tests {
         }
         let missing = ObjectId::from_hex(b"00000000000000000000000000000000000000ff").unwrap();
         assert_eq!(sparse.lookup(&missing), Some(None));
+        // Through the mapping for a while, then back: the same answers, and lookups
+        // made with `pread` are kept in the memo.
+        let ids: Vec<ObjectId> = (0..n)
+            .map(|i| pack.index.oid_at_index(i).to_owned())
+            .collect();
+        let mapped: Vec<_> =
+            pack.with_mapped_lookups(|| ids.iter().map(|id| pack.lookup(id)).collect());
+        assert_eq!(mapped, (0..n).map(Some).collect::<Vec<_>>());
+        assert!(!pack.mapped.get());
+        assert_eq!(pack.lookup(&ids[7]), Some(7));
+        assert!(pack.memo.borrow().contains_key(&ids[7]));
         // Past the sparse reads, through the buckets.
         for round in 0..SPARSE_READS / n + 2 {
             for pos in 0..n {

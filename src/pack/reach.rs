@@ -111,8 +111,19 @@ pub fn select(
         meter,
         found: 0,
     };
-    let client = walk.closure(&sel.common, None)?;
-    let mut send = walk.closure(&sel.wants, Some(&client))?;
+    // A fetch with haves walks from them to the nearest bitmapped commits: through
+    // the index's mapping (see `with_mapped_lookups`). A clone keeps to `pread`.
+    let (client, mut send) = if sel.common.is_empty() {
+        let client = walk.closure(&sel.common, None)?;
+        let send = walk.closure(&sel.wants, Some(&client))?;
+        (client, send)
+    } else {
+        pack.with_mapped_lookups(|| -> Result<_> {
+            let client = walk.closure(&sel.common, None)?;
+            let send = walk.closure(&sel.wants, Some(&client))?;
+            Ok((client, send))
+        })?
+    };
     send.bits.and_not(&client.bits);
     if let Some(filter) = &sel.filter {
         // The type masks come from the bitmap: without one, `plan` walks instead.
