@@ -18,6 +18,7 @@ mod packs;
 pub mod progress;
 mod reach;
 mod read;
+mod rev;
 mod verified;
 pub mod walk;
 pub mod write;

@@ -19,10 +19,9 @@ use std::path::{Path, PathBuf};
 
 use gix::ObjectId;
 use gix::odb::pack;
-use sha1::Digest;
 
 use super::index::{Buckets, Sparse, release_mapped_pages};
-use super::verified::FileIdentity;
+use super::rev::Order;
 use super::write::Item;
 
 /// Length of a SHA-1 checksum; gitd serves SHA-1 repositories only.
@@ -34,7 +33,7 @@ pub struct Pack {
     pub path: PathBuf,
     pub index: pack::index::File,
     /// Index positions in pack order (by offset): git's reverse index.
-    order: Vec<u32>,
+    order: Order,
     /// The other way round, made when first needed.
     positions: OnceCell<Vec<u32>>,
     /// The index read with `pread` while it is read little, `None` for a version 1
@@ -84,11 +83,7 @@ impl Pack {
         {
             return None;
         }
-        let order = read_rev(path, &index, &checksum).unwrap_or_else(|| {
-            let mut order: Vec<u32> = (0..index.num_objects()).collect();
-            order.sort_unstable_by_key(|i| index.pack_offset_at_index(*i));
-            order
-        });
+        let order = Order::open(path, &index, &checksum);
         Some(Pack {
             path: path.to_owned(),
             index,
@@ -116,7 +111,9 @@ impl Pack {
 
     /// The index position of the object at `pos` in pack order.
     pub fn index_at(&self, pos: u32) -> u32 {
-        self.order[pos as usize]
+        self.order
+            .get(pos as usize)
+            .expect("a position in the pack")
     }
 
     /// Where the last entry ends (the trailing checksum follows).
@@ -133,7 +130,7 @@ impl Pack {
     pub fn entry_at(&self, pos: u32) -> (u64, usize) {
         let offset = self.offset_at_index(self.index_at(pos));
         let end = match self.order.get(pos as usize + 1) {
-            Some(next) => self.offset_at_index(*next),
+            Some(next) => self.offset_at_index(next),
             None => self.entries_end,
         };
         (offset, (end - offset) as usize)
@@ -142,8 +139,7 @@ impl Pack {
     /// Position in pack order of the object at `offset` (which must be an entry's).
     fn position_of_offset(&self, offset: u64) -> Option<u32> {
         self.order
-            .binary_search_by_key(&offset, |i| self.offset_at_index(*i))
-            .ok()
+            .search(offset, |i| self.offset_at_index(i))
             .map(|p| p as u32)
     }
 
@@ -219,7 +215,7 @@ impl Pack {
         let positions = self.positions.get_or_init(|| {
             let mut positions = vec![0; self.order.len()];
             for (pos, index) in self.order.iter().enumerate() {
-                positions[*index as usize] = pos as u32;
+                positions[index as usize] = pos as u32;
             }
             positions
         });
@@ -339,36 +335,6 @@ impl ReadAhead {
 /// the file, which stayed in the server's RSS: 5 MiB of a 6 MiB index on a
 /// repository of 235k objects. A walk reads it hundreds of thousands of times.
 const SPARSE_READS: u32 = 16 * 1024;
-
-/// git's `.rev` file for the pack at `path`: "RIDX", version 1, hash id 1, the index
-/// positions in pack order, the pack's checksum and the file's own. Checked in full
-/// (a wrong order would cut entries at the wrong places), the checksum once per
-/// file; `None` if absent or bad.
-fn read_rev(path: &Path, index: &pack::index::File, checksum: &ObjectId) -> Option<Vec<u32>> {
-    let mut file = File::open(path.with_extension("rev")).ok()?;
-    let identity = FileIdentity::of(&file)?;
-    let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes).ok()?;
-    let n = index.num_objects() as usize;
-    if bytes.len() != 12 + 4 * n + 2 * HASH_LEN || &bytes[..12] != b"RIDX\0\0\0\x01\0\0\0\x01" {
-        return None;
-    }
-    let (body, own) = bytes.split_at(bytes.len() - HASH_LEN);
-    if &body[body.len() - HASH_LEN..] != checksum.as_slice() {
-        return None;
-    }
-    if !identity.verified() {
-        if sha1::Sha1::digest(body)[..] != *own {
-            return None;
-        }
-        identity.remember();
-    }
-    let order: Vec<u32> = body[12..12 + 4 * n]
-        .chunks_exact(4)
-        .map(|c| u32::from_be_bytes(c.try_into().expect("4 bytes")))
-        .collect();
-    order.iter().all(|i| (*i as usize) < n).then_some(order)
-}
 
 /// All version 2 packs of a repository's object directory (not its alternates,
 /// whose objects are read through gix).
