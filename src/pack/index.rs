@@ -5,7 +5,7 @@
 //! RSS, and a clone with a bitmap reads the index only a few hundred times. Why
 //! not only with `pread`: a walk reads it hundreds of thousands of times.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -49,14 +49,6 @@ const IDS_AT: u64 = 8 + 256 * 4;
 const SPARSE_RANGE: usize = 128;
 /// Bisection probes kept: the first levels under each first byte.
 const MAX_PROBES: usize = 4096;
-/// Lookups by bisection before whole first-byte ranges of ids are read and kept. A
-/// fetch of a few commits looks up a few hundred ids, each bisection a few reads;
-/// pairing new deltas against the haves' trees looks up thousands, which then cost
-/// one read per range (a 256th of the ids) and none after.
-const RANGES_AFTER: u32 = 1024;
-/// Bytes of ids kept in whole ranges: all of an index of 200k objects.
-const MAX_RANGE_BYTES: usize = 4 << 20;
-
 /// A version 2 pack index read with `pread`: the fan-out is held, the rest read
 /// as needed (`Documentation/gitformat-pack.txt`).
 pub(super) struct Sparse {
@@ -67,11 +59,6 @@ pub(super) struct Sparse {
     /// Ids read while bisecting, by index position: lookups with the same first
     /// byte probe the same ones first, so most lookups then need a single read.
     probes: RefCell<HashMap<u32, [u8; HASH_LEN]>>,
-    /// Lookups so far, and once there were many, the ids of whole first-byte
-    /// ranges, read on first use, with their total size.
-    lookups: Cell<u32>,
-    ranges: RefCell<Vec<Option<Box<[u8]>>>>,
-    range_bytes: Cell<usize>,
 }
 
 impl Sparse {
@@ -96,9 +83,6 @@ impl Sparse {
             fan,
             pack_checksum: ObjectId::from_bytes_or_panic(&checksum),
             probes: RefCell::default(),
-            lookups: Cell::new(0),
-            ranges: RefCell::new(vec![None; 256]),
-            range_bytes: Cell::new(0),
         })
     }
 
@@ -108,13 +92,6 @@ impl Sparse {
         let first = usize::from(id[0]);
         let mut lo = if first == 0 { 0 } else { self.fan[first - 1] };
         let mut hi = self.fan[first];
-        let lookups = self.lookups.get();
-        self.lookups.set(lookups.saturating_add(1));
-        if lookups >= RANGES_AFTER {
-            if let Some(found) = self.lookup_in_range(first, lo, hi, id) {
-                return Some(found);
-            }
-        }
         let mut buf = [0u8; SPARSE_RANGE * HASH_LEN];
         let mut probes = self.probes.borrow_mut();
         while (hi - lo) as usize > SPARSE_RANGE {
@@ -144,35 +121,6 @@ impl Sparse {
             .ok()?;
         let found = ids.chunks_exact(HASH_LEN).position(|c| c == id);
         Some(found.map(|p| lo + p as u32))
-    }
-
-    /// The index position of `id` from the kept ids of its first byte (`lo..hi`),
-    /// read now if they are not kept yet and there is room; `None` if there is not.
-    fn lookup_in_range(&self, first: usize, lo: u32, hi: u32, id: &[u8]) -> Option<Option<u32>> {
-        let mut ranges = self.ranges.borrow_mut();
-        if ranges[first].is_none() {
-            let len = (hi - lo) as usize * HASH_LEN;
-            if self.range_bytes.get() + len > MAX_RANGE_BYTES {
-                return None;
-            }
-            let mut ids = vec![0u8; len];
-            self.file
-                .read_exact_at(&mut ids, IDS_AT + u64::from(lo) * HASH_LEN as u64)
-                .ok()?;
-            self.range_bytes.set(self.range_bytes.get() + len);
-            ranges[first] = Some(ids.into_boxed_slice());
-        }
-        let ids = ranges[first].as_deref()?;
-        let (mut a, mut b) = (0, ids.len() / HASH_LEN);
-        while a < b {
-            let mid = a + (b - a) / 2;
-            match ids[mid * HASH_LEN..(mid + 1) * HASH_LEN].cmp(id) {
-                std::cmp::Ordering::Less => a = mid + 1,
-                std::cmp::Ordering::Greater => b = mid,
-                std::cmp::Ordering::Equal => return Some(Some(lo + mid as u32)),
-            }
-        }
-        Some(None)
     }
 
     /// The pack offset of the object at index position `index`.
