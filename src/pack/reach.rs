@@ -113,16 +113,15 @@ pub fn select(
     };
     // A fetch with haves walks from them to the nearest bitmapped commits: through
     // the index's mapping (see `with_mapped_lookups`). A clone keeps to `pread`.
-    let (client, mut send) = if sel.common.is_empty() {
+    let mut walks = || -> Result<_> {
         let client = walk.closure(&sel.common, None)?;
         let send = walk.closure(&sel.wants, Some(&client))?;
-        (client, send)
+        Ok((client, send))
+    };
+    let (client, mut send) = if sel.common.is_empty() {
+        walks()?
     } else {
-        pack.with_mapped_lookups(|| -> Result<_> {
-            let client = walk.closure(&sel.common, None)?;
-            let send = walk.closure(&sel.wants, Some(&client))?;
-            Ok((client, send))
-        })?
+        pack.with_mapped_lookups(walks)?
     };
     send.bits.and_not(&client.bits);
     if let Some(filter) = &sel.filter {
