@@ -150,12 +150,21 @@ fn verdict(policy: &Policy, base: &Path, dir: &Path) -> Verdict {
         return Verdict::Problem(format!("unreadable: {e}"));
     }
     match gix::open_opts(&resolved.git_dir, gix::open::Options::isolated()) {
-        Ok(_) => {
+        Ok(repo) => {
+            if let Some(why) = crate::handler::unserved_layout(&repo) {
+                return Verdict::Skipped(why);
+            }
+            // Only a pack's own bitmap (`pack-*.bitmap` beside its pack): gitd does
+            // not read multi-pack-index bitmaps.
             let pack_dir = resolved.git_dir.join("objects/pack");
             let bitmaps = std::fs::read_dir(&pack_dir)
                 .map(|d| {
-                    d.filter_map(|e| e.ok())
-                        .any(|e| e.file_name().to_string_lossy().ends_with(".bitmap"))
+                    d.filter_map(|e| e.ok()).any(|e| {
+                        let name = e.file_name().to_string_lossy().into_owned();
+                        name.strip_suffix(".bitmap")
+                            .filter(|stem| stem.starts_with("pack-"))
+                            .is_some_and(|stem| pack_dir.join(format!("{stem}.pack")).is_file())
+                    })
                 })
                 .unwrap_or(false);
             let info = resolved.git_dir.join("objects/info");

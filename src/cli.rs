@@ -10,7 +10,14 @@ use crate::request::Service;
 
 /// A git:// server for systemd socket activation, serving repositories with gix.
 #[derive(Debug, Parser)]
-#[command(name = "gitd", version, args_conflicts_with_subcommands = true)]
+// A flag given twice takes the last value, as in git daemon: a `systemctl edit`
+// drop-in can then append `--idle-timeout=…` to the shipped `ExecStart=`.
+#[command(
+    name = "gitd",
+    version,
+    args_conflicts_with_subcommands = true,
+    args_override_self = true
+)]
 #[command(after_help = "Examples:\n  \
     gitd --base-path=$HOME/git --export-all          serve ~/git standalone on port 9418\n  \
     gitd install --user --now                        install and start git.socket for this user\n  \
@@ -25,8 +32,10 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Install git.socket and git.service as systemd user units.
+    #[command(args_override_self = true)]
     Install(InstallArgs),
     /// Show which repositories would be served, and why others would not.
+    #[command(args_override_self = true)]
     Check(Box<CheckArgs>),
     /// Print the manual page (roff).
     Man,
@@ -112,7 +121,8 @@ pub struct ServeArgs {
     #[arg(long, value_name = "BYTES", default_value_t = 0)]
     pub max_input_size: u64,
 
-    /// Log every request, not only failures.
+    /// Log every request at INFO, not only failures (and lower the default log level
+    /// to debug).
     #[arg(long)]
     pub verbose: bool,
 

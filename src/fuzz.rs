@@ -56,13 +56,17 @@ pub fn v2_commands(data: &[u8]) {
     let cfg = permissive();
     block_on(async {
         let mut conn = connection(data);
-        while let Ok(Some(cmd)) = v2::read_command(&mut conn).await {
+        while let Ok(Some(mut cmd)) = v2::read_command(&mut conn).await {
+            let mut args = Vec::new();
+            while let Ok(Some(arg)) = cmd.next_arg(&mut conn).await {
+                args.push(arg);
+            }
             match cmd.name.as_slice() {
                 b"ls-refs" => {
-                    let _ = v2::LsRefsArgs::parse(&cmd.args, &cfg);
+                    let _ = v2::LsRefsArgs::parse(&args, &cfg);
                 }
                 _ => {
-                    let _ = v2::parse_fetch(&cmd.args, &cfg);
+                    let _ = v2::parse_fetch(&args, &cfg);
                 }
             }
         }
@@ -74,7 +78,7 @@ pub fn v0_negotiation(data: &[u8]) {
     let cfg = permissive();
     block_on(async {
         let mut conn = connection(data);
-        if let Ok(Some(_wants)) = v0::read_wants(&mut conn, &cfg).await {
+        if let Ok(Some(_wants)) = v0::read_wants(&mut conn, &cfg, None).await {
             while let Ok(Some(_round)) = v0::read_round(&mut conn).await {}
         }
     })

@@ -3,10 +3,11 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::connection::{Connection, Packet};
 use crate::hostinfo::HostInfo;
@@ -34,9 +35,21 @@ pub struct Handler {
     pub activity: Arc<Activity>,
     /// The client's address (unknown for `--inetd` on a pipe).
     pub peer: Option<SocketAddr>,
+    /// Set once the request line is in: the listener prefers dropping connections
+    /// that never got this far when it must make room.
+    pub requested: Arc<AtomicBool>,
 }
 
 impl Handler {
+    pub fn new(config: Arc<Config>, activity: Arc<Activity>, peer: Option<SocketAddr>) -> Self {
+        Handler {
+            config,
+            activity,
+            peer,
+            requested: Arc::default(),
+        }
+    }
+
     /// Serve the connection to its end and log the outcome.
     pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(self, stream: S) {
         let start = std::time::Instant::now();
@@ -90,10 +103,17 @@ impl Handler {
                 )
             };
         }
-        if outcome == "ok" {
+        if outcome != "ok" {
+            request!(warn);
+        } else if self.config.log_requests {
             request!(info);
         } else {
-            request!(warn);
+            request!(debug);
+        }
+        drop(conn);
+        // The last connection (this one) is ending: return what requests freed.
+        if self.activity.open_connections() <= 1 {
+            tokio::task::spawn_blocking(crate::memory::give_back);
         }
     }
 
@@ -125,6 +145,7 @@ impl Handler {
             None => return Err("connection closed before the request line".into()),
         };
         conn.set_timeout(self.config.timeout);
+        self.requested.store(true, Ordering::Relaxed);
         let request = Request::parse(&line)?;
         log.host = request
             .host
@@ -204,6 +225,12 @@ fn open(
             _ => refuse(Denied::NoSuchRepository),
         }
     })?;
+    if let Some(why) = unserved_layout(&repo) {
+        return Err(ClientError::boxed(format!(
+            "repository {} {why}",
+            crate::escape(path)
+        )));
+    }
     let repo_setting = repo
         .config_snapshot()
         .boolean(format!("daemon.{}", service.config_name()).as_str());
@@ -211,6 +238,21 @@ fn open(
         return Err(refuse(Denied::ServiceNotEnabled));
     }
     Ok((repo.into_sync(), resolved.path))
+}
+
+/// Why gitd cannot serve a repository it could open, if it cannot: refs in a
+/// storage other than files and `packed-refs` (reftable), which gix does not read,
+/// would otherwise look like a repository without refs, and a client would be told
+/// the wrong thing instead of being refused up front.
+pub(crate) fn unserved_layout(repo: &gix::Repository) -> Option<String> {
+    let config = repo.config_snapshot();
+    let storage = config.string("extensions.refStorage")?;
+    (!storage.eq_ignore_ascii_case(b"files")).then(|| {
+        format!(
+            "keeps its refs in {} storage, which gitd does not read",
+            crate::escape(storage.as_ref())
+        )
+    })
 }
 
 /// `extensions.objectFormat` of a repository, read directly from its config file

@@ -72,6 +72,7 @@ fn serve(args: ServeArgs, matches: &ArgMatches) -> ExitCode {
             max_bytes: args.archive_max_bytes,
         },
         max_input_size: args.max_input_size,
+        log_requests: args.verbose,
         ..Config::default()
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()

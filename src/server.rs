@@ -1,9 +1,10 @@
 //! The listener (accept loop, connection limit, idle exit) and the per-connection
 //! [`Handler`], after mini-redis.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::Duration;
@@ -37,6 +38,9 @@ pub struct Config {
     pub archive_limits: crate::upload_archive::Limits,
     /// Largest pack a push may send, in bytes (0: no limit of the server's own).
     pub max_input_size: u64,
+    /// `--verbose`: log every request at INFO, as git daemon's `--verbose` logs
+    /// each one; without it only failures are logged (successes at DEBUG).
+    pub log_requests: bool,
 }
 
 impl Default for Config {
@@ -50,6 +54,7 @@ impl Default for Config {
             shutdown_grace: Duration::from_secs(30),
             archive_limits: Default::default(),
             max_input_size: 0,
+            log_requests: false,
         }
     }
 }
@@ -112,8 +117,8 @@ pub async fn run(
                 let guard = activity.open();
                 // IPv4 clients of a dual-stack socket appear as ::ffff:a.b.c.d.
                 let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
-                let admitted = slots.admit(peer.ip(), config.max_connections);
-                let handler = Handler { config: Arc::clone(&config), activity: Arc::clone(&activity), peer: Some(peer) };
+                let admitted = slots.admit(config.max_connections);
+                let handler = Handler::new(Arc::clone(&config), Arc::clone(&activity), Some(peer));
                 let done = done_tx.clone();
                 if !admitted {
                     tokio::spawn(async move {
@@ -124,12 +129,13 @@ pub async fn run(
                 }
                 let id = slots.next_id();
                 let slot = SlotGuard { slots: Arc::clone(&slots), id };
+                let requested = Arc::clone(&handler.requested);
                 let task = tokio::spawn(async move {
                     handler.run(stream).await;
                     drop((guard, done, slot));
                 });
                 // The task cannot have run yet (one thread): registering now is race-free.
-                slots.register(id, peer.ip(), task.abort_handle());
+                slots.register(Slot { id, ip: peer.ip(), abort: task.abort_handle(), requested });
             }
             _ = sleep_until(idle_at) => break format!("idle for {}s", config.idle_timeout.unwrap_or_default().as_secs()),
             _ = activity.changed() => {}
@@ -191,12 +197,25 @@ async fn accept(
 }
 
 /// Open connections by client address, so that `--max-connections` cannot be
-/// exhausted by one address: when full, git daemon makes room by dropping the newest
-/// connection of an address that holds several, and so do we.
+/// exhausted by one address. When full, git daemon makes room by killing a
+/// connection of an address that holds several, whoever the newcomer is; we do the
+/// same, choosing better: the address holding the most, and of its connections the
+/// newest that has not even sent its request line (a stalled or idle one), else its
+/// newest.
 #[derive(Debug, Default)]
 struct Slots {
-    open: Mutex<Vec<(u64, IpAddr, AbortHandle)>>,
+    open: Mutex<Vec<Slot>>,
     ids: AtomicU64,
+}
+
+/// One admitted connection.
+#[derive(Debug)]
+struct Slot {
+    id: u64,
+    ip: IpAddr,
+    abort: AbortHandle,
+    /// Set by the handler once the request line is in.
+    requested: Arc<AtomicBool>,
 }
 
 impl Slots {
@@ -204,37 +223,41 @@ impl Slots {
         self.ids.fetch_add(1, Ordering::Relaxed)
     }
 
-    fn register(&self, id: u64, ip: IpAddr, abort: AbortHandle) {
-        self.open
-            .lock()
-            .expect("not poisoned")
-            .push((id, ip, abort));
+    fn register(&self, slot: Slot) {
+        self.open.lock().expect("not poisoned").push(slot);
     }
 
-    /// May a new connection from `ip` be served? Makes room if it can.
-    fn admit(&self, ip: IpAddr, max: usize) -> bool {
+    /// May a new connection be served? Makes room if it can.
+    fn admit(&self, max: usize) -> bool {
         let mut open = self.open.lock().expect("not poisoned");
         if max == 0 || open.len() < max {
             return true;
         }
-        // The newest connection of an address with more than one open.
-        let victim = open
-            .iter()
-            .rev()
-            .find(|(_, a, _)| open.iter().filter(|(_, b, _)| b == a).count() > 1)
-            .map(|(id, addr, _)| (*id, *addr));
-        match victim {
-            // An address already holding several slots does not get another.
-            Some((_, addr)) if addr == ip => false,
-            Some((id, addr)) => {
-                warn!("too many connections: dropping the newest from {addr}");
-                if let Some(pos) = open.iter().position(|(i, _, _)| *i == id) {
-                    open.remove(pos).2.abort();
-                }
-                true
-            }
-            None => false,
+        let mut counts: HashMap<IpAddr, usize> = HashMap::new();
+        for slot in open.iter() {
+            *counts.entry(slot.ip).or_default() += 1;
         }
+        let Some((busiest, n)) = counts.into_iter().max_by_key(|&(_, n)| n) else {
+            return false;
+        };
+        if n < 2 {
+            return false;
+        }
+        let newest = |stalled: bool| {
+            open.iter().rposition(|s| {
+                s.ip == busiest && (!stalled || !s.requested.load(Ordering::Relaxed))
+            })
+        };
+        let Some(pos) = newest(true).or_else(|| newest(false)) else {
+            return false;
+        };
+        let victim = open.remove(pos);
+        warn!(
+            "too many connections: dropping one of the {n} from {}",
+            victim.ip
+        );
+        victim.abort.abort();
+        true
     }
 }
 
@@ -250,7 +273,7 @@ impl Drop for SlotGuard {
             .open
             .lock()
             .expect("not poisoned")
-            .retain(|(id, _, _)| *id != self.id);
+            .retain(|slot| slot.id != self.id);
     }
 }
 
@@ -274,13 +297,9 @@ pub async fn serve_inetd(config: Config) -> Result<()> {
             std_stream.set_nonblocking(true)?;
             let stream = TcpStream::from_std(std_stream)?;
             let _guard = activity.open();
-            Handler {
-                config,
-                activity: Arc::clone(&activity),
-                peer,
-            }
-            .run(stream)
-            .await;
+            Handler::new(config, Arc::clone(&activity), peer)
+                .run(stream)
+                .await;
         }
         None => {
             // Not a socket (a pipe pair, as with `inetd` wait-mode wrappers): stdio.
@@ -290,13 +309,9 @@ pub async fn serve_inetd(config: Config) -> Result<()> {
             }
             let stdio = tokio::io::join(tokio::io::stdin(), tokio::io::stdout());
             let _guard = activity.open();
-            Handler {
-                config,
-                activity: Arc::clone(&activity),
-                peer: None,
-            }
-            .run(stdio)
-            .await;
+            Handler::new(config, Arc::clone(&activity), None)
+                .run(stdio)
+                .await;
         }
     }
     Ok(())

@@ -302,7 +302,13 @@ fn too_many_connections_are_refused_promptly() {
             "--max-connections=2",
         ],
     );
-    let mut held: Vec<Raw> = (0..2).map(|_| Raw::connect(gitd.port)).collect();
+    // One connection from each of two addresses: no address holds several, so there
+    // is nothing git daemon would drop to make room.
+    let mut held: Vec<Raw> = [2, 3]
+        .map(|last| Raw {
+            stream: support::connect_from(std::net::Ipv4Addr::new(127, 0, 0, last), gitd.port),
+        })
+        .into();
     for raw in &mut held {
         raw.send_pkt(b"git-upload-pack /repo.git\0host=localhost\0\0version=2\0");
         assert_eq!(raw.read().text(), "version 2");

@@ -91,6 +91,77 @@ fn check_reports_what_would_be_served_and_why_not() {
     assert_eq!(code, 1, "{out}");
 }
 
+/// Layouts gitd does not use or serve are reported as such: a multi-pack-index
+/// bitmap is not "bitmaps: yes", and a reftable repository is skipped, and refused
+/// with an `ERR` naming why when a client asks for it.
+#[test]
+fn check_reports_only_what_gitd_uses() {
+    let dir = scratch("check-layouts");
+    let base = dir.join("base");
+    std::fs::create_dir_all(&base).unwrap();
+    let midx = fixture(&base, "midx.git", 3);
+    git(&midx, &["repack", "-adq", "--write-midx", "-b"]);
+    let pack_dir = std::fs::read_dir(midx.join("objects/pack")).unwrap();
+    let names: Vec<String> = pack_dir
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names
+            .iter()
+            .any(|n| n.starts_with("multi-pack-index-") && n.ends_with(".bitmap")),
+        "{names:?}"
+    );
+    let reftable = base.join("reftable.git");
+    let r = reftable.to_str().unwrap();
+    git(&dir, &["init", "-q", "--bare", "--ref-format=reftable", r]);
+    git(
+        &dir,
+        &[
+            "--git-dir",
+            r,
+            "fetch",
+            "-q",
+            midx.to_str().unwrap(),
+            "main:main",
+        ],
+    );
+    std::fs::write(reftable.join("git-daemon-export-ok"), "").unwrap();
+
+    let b = format!("--base-path={}", base.display());
+    let (code, out) = check(&[&b]);
+    assert_eq!(code, 0, "{out}");
+    let midx_line = line(&out, "/midx.git");
+    assert!(
+        midx_line.starts_with("served") && midx_line.contains("bitmaps: no"),
+        "{midx_line}"
+    );
+    let reftable_line = line(&out, "/reftable.git");
+    assert!(
+        reftable_line.starts_with("skipped") && reftable_line.contains("reftable"),
+        "{reftable_line}"
+    );
+
+    // A client is told the same thing, in an ERR before any advertisement.
+    let gitd = support::Gitd::start(&dir, &[&b]);
+    for version in ["0", "2"] {
+        let out = support::git_output(
+            &dir,
+            &[
+                "-c",
+                &format!("protocol.version={version}"),
+                "ls-remote",
+                &gitd.url("/reftable.git"),
+            ],
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "v{version}: {stderr}");
+        assert!(
+            stderr.contains("keeps its refs in reftable storage, which gitd does not read"),
+            "v{version}: {stderr}"
+        );
+    }
+}
+
 #[test]
 fn manual_page_and_completions() {
     let man = Command::new(support::GITD).arg("man").output().unwrap();

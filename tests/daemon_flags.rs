@@ -3,8 +3,7 @@
 
 mod support;
 
-use std::net::{Ipv4Addr, TcpStream};
-use std::os::fd::FromRawFd;
+use std::net::Ipv4Addr;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -251,36 +250,6 @@ fn service_switches_and_repository_overrides() {
     );
 }
 
-/// A client connection from a chosen loopback source address.
-fn connect_from(source: Ipv4Addr, port: u16) -> TcpStream {
-    // SAFETY: a fresh socket, bound and connected with valid sockaddr_in values; the
-    // fd is handed to TcpStream, which owns it from then on.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
-        assert!(fd >= 0);
-        let addr = |ip: Ipv4Addr, port: u16| libc::sockaddr_in {
-            sin_family: libc::AF_INET as libc::sa_family_t,
-            sin_port: port.to_be(),
-            sin_addr: libc::in_addr {
-                s_addr: u32::from(ip).to_be(),
-            },
-            sin_zero: [0; 8],
-        };
-        let local = addr(source, 0);
-        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-        assert_eq!(
-            libc::bind(fd, &local as *const _ as *const libc::sockaddr, len),
-            0
-        );
-        let remote = addr(Ipv4Addr::LOCALHOST, port);
-        assert_eq!(
-            libc::connect(fd, &remote as *const _ as *const libc::sockaddr, len),
-            0
-        );
-        TcpStream::from_raw_fd(fd)
-    }
-}
-
 #[test]
 fn one_address_cannot_take_every_slot() {
     let dir = scratch("fair");
@@ -296,7 +265,7 @@ fn one_address_cannot_take_every_slot() {
     let hog: Vec<Raw> = (0..2)
         .map(|_| {
             let mut r = Raw {
-                stream: connect_from(Ipv4Addr::new(127, 0, 0, 1), gitd.port),
+                stream: support::connect_from(Ipv4Addr::new(127, 0, 0, 1), gitd.port),
             };
             r.stream
                 .set_read_timeout(Some(Duration::from_secs(10)))
@@ -308,7 +277,7 @@ fn one_address_cannot_take_every_slot() {
         .collect();
     // Another address gets in: one of the hog's connections is dropped for it.
     let mut other = Raw {
-        stream: connect_from(Ipv4Addr::new(127, 0, 0, 2), gitd.port),
+        stream: support::connect_from(Ipv4Addr::new(127, 0, 0, 2), gitd.port),
     };
     other
         .stream
@@ -514,4 +483,75 @@ fn repositories_owned_by_another_user_are_served() {
             .unwrap()
     };
     assert_eq!(refs(&dest), refs(&repo));
+}
+
+/// A flag given twice takes its last value, as in git daemon: a drop-in appending
+/// `--idle-timeout=1` to the shipped `--idle-timeout=60` makes gitd idle out in 1s,
+/// and a repeated switch is not an error.
+#[test]
+fn a_flag_given_twice_takes_the_last_value() {
+    let dir = scratch("twice");
+    fixture(&dir, "repo.git", 2);
+    let mut gitd = Gitd::start(
+        &dir,
+        &[
+            &format!("--base-path={}", dir.display()),
+            "--idle-timeout=60",
+            "--export-all",
+            "--export-all",
+            "--idle-timeout=1",
+        ],
+    );
+    let status = gitd.wait_exit(Duration::from_secs(20));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "gitd did not idle out after the last --idle-timeout: {status:?}\n{}",
+        gitd.logs()
+    );
+    assert!(
+        gitd.logs().contains("idle exit after 1s"),
+        "{}",
+        gitd.logs()
+    );
+}
+
+/// Requests are logged at INFO only with `--verbose`, as git daemon logs them;
+/// failures always.
+#[test]
+fn successful_requests_are_logged_only_with_verbose() {
+    let dir = scratch("quiet-log");
+    let repo = fixture(&dir, "repo.git", 2);
+    let base = format!("--base-path={}", dir.display());
+    let quiet = Gitd::start_quiet(&dir, &[&base]);
+    git(&dir, &["ls-remote", &quiet.url("/repo.git")]);
+    assert!(
+        !git_output(&dir, &["ls-remote", &quiet.url("/nope.git")])
+            .status
+            .success()
+    );
+    // The failure is logged once its connection is over (after a short drain).
+    assert!(
+        wait_until(Duration::from_secs(5), || quiet
+            .logs()
+            .contains("repo=\"/nope.git\"")),
+        "a failure is always logged:\n{}",
+        quiet.logs()
+    );
+    let logs = quiet.logs();
+    assert!(
+        !logs.contains("outcome=\"ok\""),
+        "a successful request was logged without --verbose:\n{logs}"
+    );
+
+    let verbose = Gitd::start_quiet(&dir, &[&base, "--verbose"]);
+    let out = git(&dir, &["ls-remote", &verbose.url("/repo.git")]);
+    assert!(out.contains(&rev(&repo, "main")));
+    assert!(
+        wait_until(Duration::from_secs(5), || verbose
+            .logs()
+            .lines()
+            .any(|l| l.contains(" INFO ") && l.contains("repo=\"/repo.git\""))),
+        "no INFO line for the request with --verbose:\n{}",
+        verbose.logs()
+    );
 }

@@ -72,6 +72,7 @@ fn request_fields_are_in_the_journal() {
         .arg(support::GITD)
         .args([
             "--log-destination=syslog",
+            "--verbose",
             "--listen=127.0.0.1",
             &format!("--port={port}"),
             &format!("--base-path={}", dir.display()),

@@ -26,6 +26,13 @@ pub enum Filter {
     Combine(Vec<Filter>),
 }
 
+/// At most this many sub-filters in one spec, nested ones included. git sets no
+/// limit, but every sub-filter keeps its own "seen" set while walking (memory grows
+/// with sub-filters × objects) and each level of `combine:` nesting is a level of
+/// recursion in parsing and applying; a real client sends a handful (`--filter` given
+/// twice makes one `combine:` of two), so 16 is far above use and far below harm.
+pub const MAX_SUB_FILTERS: usize = 16;
+
 /// Characters a sub-spec of `combine:` must percent-encode (git's `RESERVED_NON_WS`;
 /// whitespace, control characters and non-ASCII bytes are reserved too).
 const RESERVED: &[u8] = b"~`!@#$^&*()[]{}\\;'\",<>?";
@@ -35,7 +42,7 @@ impl Filter {
     pub fn parse(spec: &[u8]) -> Result<Filter> {
         // git handles the spec as a C string.
         let spec = spec.split(|&b| b == 0).next().unwrap_or_default();
-        parse_spec(spec).map_err(ClientError::boxed)
+        parse_spec(spec, &mut 0).map_err(ClientError::boxed)
     }
 
     /// The name `uploadpackfilter.<name>.allow` uses (`list_object_filter_config_name`).
@@ -89,7 +96,10 @@ impl Filter {
     }
 }
 
-fn parse_spec(arg: &[u8]) -> std::result::Result<Filter, String> {
+/// `count` counts the sub-filters parsed so far, so that neither the number of
+/// sub-filters nor the nesting depth (never more than that number) can exceed
+/// [`MAX_SUB_FILTERS`].
+fn parse_spec(arg: &[u8], count: &mut usize) -> std::result::Result<Filter, String> {
     if arg == b"blob:none" {
         return Ok(Filter::BlobNone);
     } else if let Some(v) = arg.strip_prefix(b"blob:limit=") {
@@ -118,14 +128,14 @@ fn parse_spec(arg: &[u8]) -> std::result::Result<Filter, String> {
             )),
         };
     } else if let Some(v) = arg.strip_prefix(b"combine:") {
-        return parse_combine(v);
+        return parse_combine(v, count);
     }
     Err(format!("invalid filter-spec '{}'", crate::escape(arg)))
 }
 
 /// `parse_combine_filter`: split at `+` (git's `strbuf_split_str`, which keeps the
 /// separator on every piece but the last), then check and decode each sub-spec.
-fn parse_combine(arg: &[u8]) -> std::result::Result<Filter, String> {
+fn parse_combine(arg: &[u8], count: &mut usize) -> std::result::Result<Filter, String> {
     if arg.is_empty() {
         return Err("expected something after combine:".into());
     }
@@ -136,6 +146,12 @@ fn parse_combine(arg: &[u8]) -> std::result::Result<Filter, String> {
     }
     let mut subs = Vec::with_capacity(pieces.len());
     for piece in pieces {
+        *count += 1;
+        if *count > MAX_SUB_FILTERS {
+            return Err(format!(
+                "filter-spec has too many sub-filters (more than {MAX_SUB_FILTERS})"
+            ));
+        }
         // git compares a (signed) `char`, so bytes past ASCII count as reserved too.
         if let Some(&c) = piece
             .iter()
@@ -148,7 +164,7 @@ fn parse_combine(arg: &[u8]) -> std::result::Result<Filter, String> {
         }
         let decoded = percent_decode(piece);
         let decoded = decoded.split(|&b| b == 0).next().unwrap_or_default();
-        subs.push(parse_spec(decoded)?);
+        subs.push(parse_spec(decoded, count)?);
     }
     Ok(Filter::Combine(subs))
 }
@@ -292,6 +308,22 @@ mod tests {
             err("combine:tree:1\u{e9}"),
             "must escape char in sub-filter-spec: '\\xc3'"
         );
+    }
+
+    #[test]
+    fn nesting_and_width_are_bounded() {
+        let too_many = "filter-spec has too many sub-filters (more than 16)";
+        // 8,000 levels, as a hostile client sends them: refused before any recursion
+        // deeper than the limit.
+        let deep = format!("{}blob:none", "combine:".repeat(8000));
+        assert_eq!(err(&deep), too_many);
+        let wide = format!("combine:{}", vec!["blob:none"; 17].join("+"));
+        assert_eq!(err(&wide), too_many);
+        // Within the limit both shapes parse.
+        let ok = format!("combine:{}", vec!["blob:none"; 16].join("+"));
+        assert!(Filter::parse(ok.as_bytes()).is_ok());
+        let nested = format!("{}blob:none", "combine:".repeat(16));
+        assert!(Filter::parse(nested.as_bytes()).is_ok());
     }
 
     #[test]

@@ -12,6 +12,19 @@ use super::refs::AdvertisedRef;
 use crate::pack::filter::Filter;
 use crate::{ClientError, Result};
 
+/// At most this many `want-ref` or `deepen-not` lines in one request: each holds a
+/// name the request keeps until it resolves them all. git sets no limit; a client
+/// sends one per ref it fetches by name, so this is far above use.
+pub const MAX_NAMES: usize = 100_000;
+
+/// New ids looked up in the object database at once, off the async thread.
+pub const BATCH: usize = 4096;
+
+/// The refusal for a request with more lines of one kind than gitd takes.
+pub fn too_many(what: &str) -> crate::Error {
+    ClientError::boxed(format!("too many {what} lines (at most {MAX_NAMES})"))
+}
+
 /// What the client asked for about history depth.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DeepenRequest {
@@ -61,9 +74,8 @@ impl FetchArgs {
         let invalid = |what: &str| ClientError::boxed(format!("{what}: {}", crate::escape(line)));
         if let Some(hex) = line.strip_prefix(b"shallow ") {
             let id = ObjectId::from_hex(hex).map_err(|_| invalid("invalid shallow line"))?;
-            if !self.shallows.contains(&id) {
-                self.shallows.push(id);
-            }
+            // Deduplicated and looked up in batches by [`Intake`].
+            self.shallows.push(id);
         } else if let Some(n) = line.strip_prefix(b"deepen ") {
             // git: `(int)strtol(arg, &end, 0)`, refused unless positive.
             let n = c_strtol(n)
@@ -83,6 +95,10 @@ impl FetchArgs {
                 .filter(|t| *t != u64::MAX);
             self.deepen.since = Some(ts.ok_or_else(|| invalid("Invalid deepen-since"))?);
         } else if let Some(r) = line.strip_prefix(b"deepen-not ") {
+            // Each name is resolved against every ref later: bounded here.
+            if self.deepen.not.len() >= MAX_NAMES {
+                return Err(too_many("deepen-not"));
+            }
             self.deepen.not.push(r.into());
         } else if let Some(spec) = line.strip_prefix(b"filter ").filter(|_| cfg.allow_filter) {
             // Without `uploadpack.allowFilter` the line is not an argument at all (v2:
@@ -111,6 +127,101 @@ impl FetchArgs {
             ));
         }
         Ok(())
+    }
+}
+
+/// Takes in a fetch's `want`, `have` and `shallow` ids as their lines arrive, so that
+/// what a request holds is bounded by the repository, not by how many lines the
+/// client sends: duplicates are dropped with sets (a scan per line would make n lines
+/// cost n²), and every [`BATCH`] new ids are looked up off the async thread. A want we
+/// do not have is refused then, as git refuses it at once; haves and shallow commits
+/// we do not have are dropped (git ignores them too), never stored.
+#[derive(Debug, Default)]
+pub struct Intake {
+    wants: HashSet<ObjectId>,
+    haves: HashSet<ObjectId>,
+    shallows: HashSet<ObjectId>,
+    /// How many of `args.wants`, `args.haves`, `args.shallows` are already checked.
+    checked: [usize; 3],
+}
+
+impl Intake {
+    /// True when enough new ids wait in `args` to be worth a lookup.
+    pub fn due(&self, args: &FetchArgs) -> bool {
+        args.wants.len() - self.checked[0] >= BATCH
+            || args.haves.len() - self.checked[1] >= BATCH
+            || args.shallows.len() - self.checked[2] >= BATCH
+    }
+
+    /// Look up the ids added to `args` since the last call: refuse wants we do not
+    /// have and shallow lines that name non-commits (git's "invalid shallow object"),
+    /// drop unknown haves and shallows, and drop duplicates.
+    pub async fn settle(
+        &mut self,
+        repo: &gix::ThreadSafeRepository,
+        args: &mut FetchArgs,
+    ) -> Result<()> {
+        let new = [
+            args.wants.split_off(self.checked[0]),
+            args.haves.split_off(self.checked[1]),
+            args.shallows.split_off(self.checked[2]),
+        ];
+        if new.iter().all(Vec::is_empty) {
+            return Ok(());
+        }
+        let sets = std::mem::take(self);
+        let (sets, [wants, haves, shallows]) = super::blocking(repo, move |r| {
+            let mut sets = sets;
+            let [wants, haves, shallows] = new;
+            let mut kept = [Vec::new(), Vec::new(), Vec::new()];
+            for id in wants {
+                if sets.wants.contains(&id) {
+                    continue;
+                }
+                if !r.has_object(id) {
+                    return Err(not_our_ref(&id));
+                }
+                sets.wants.insert(id);
+                kept[0].push(id);
+            }
+            for id in haves {
+                if !sets.haves.contains(&id) && r.has_object(id) {
+                    sets.haves.insert(id);
+                    kept[1].push(id);
+                }
+            }
+            for id in shallows {
+                if sets.shallows.contains(&id) {
+                    continue;
+                }
+                match r.try_find_header(id)? {
+                    None => {}
+                    Some(h) if h.kind() == gix::object::Kind::Commit => {
+                        sets.shallows.insert(id);
+                        kept[2].push(id);
+                    }
+                    Some(_) => {
+                        return Err(ClientError::boxed(format!("invalid shallow object {id}")));
+                    }
+                }
+            }
+            Ok((sets, kept))
+        })
+        .await?;
+        *self = sets;
+        args.wants.extend(wants);
+        args.haves.extend(haves);
+        args.shallows.extend(shallows);
+        self.checked = [args.wants.len(), args.haves.len(), args.shallows.len()];
+        Ok(())
+    }
+
+    /// Add a want that needs no lookup (the target of a ref), unless already there.
+    pub fn add_known_want(&mut self, args: &mut FetchArgs, id: ObjectId) {
+        if self.wants.insert(id) {
+            args.wants.push(id);
+            self.checked[0] = args.wants.len();
+        }
     }
 }
 

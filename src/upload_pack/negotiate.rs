@@ -27,6 +27,10 @@ pub struct Negotiation {
     oldest_have: Option<i64>,
     /// Commits seen as parentless (shallow boundaries, see [`Self::with_grafts`]).
     grafts: HashSet<ObjectId>,
+    /// The last [`Self::ok_to_give_up`] said no and no `have` was common since: the
+    /// answer cannot have changed. git walks again for every unknown `have` of a
+    /// multi_ack round; a flood of them would make a round quadratic.
+    still_not_ready: bool,
 }
 
 impl Negotiation {
@@ -74,6 +78,7 @@ impl Negotiation {
         if !we_knew_they_have {
             self.common.push(id);
         }
+        self.still_not_ready = false;
         Ok(true)
     }
 
@@ -84,7 +89,7 @@ impl Negotiation {
 
     /// True once every wanted commit reaches a commit the client has.
     pub fn ok_to_give_up(&mut self, repo: &gix::Repository) -> Result<bool> {
-        if self.common.is_empty() {
+        if self.common.is_empty() || self.still_not_ready {
             return Ok(false);
         }
         for want in self.want_commits.clone() {
@@ -92,6 +97,7 @@ impl Negotiation {
                 continue;
             }
             if !self.reaches_they_have(repo, want)? {
+                self.still_not_ready = true;
                 return Ok(false);
             }
             self.satisfied.insert(want);

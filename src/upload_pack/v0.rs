@@ -6,7 +6,7 @@ use gix::ObjectId;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::config::UploadPackConfig;
-use super::fetch::{self, FetchArgs};
+use super::fetch::{self, BATCH, FetchArgs, Intake};
 use super::negotiate::Negotiation;
 use super::refs::{self, AdvertisedRef};
 use super::shallow::{self, ShallowPlan};
@@ -66,7 +66,7 @@ where
     advertise(conn, cfg, &refs);
     conn.flush().await?;
 
-    let Some(mut wants) = read_wants(conn, cfg).await? else {
+    let Some(mut wants) = read_wants(conn, cfg, Some(repo)).await? else {
         return Ok(None);
     };
     wants.args.check_deepen()?;
@@ -119,7 +119,6 @@ fn capabilities(cfg: &UploadPackConfig, refs: &[AdvertisedRef]) -> String {
     if cfg.allow.reachable {
         caps.push("allow-reachable-sha1-in-want".into());
     }
-    caps.push("no-done".into());
     if let Some(t) = refs
         .iter()
         .find(|r| r.name == "HEAD" && r.target.is_some() && !cfg.is_hidden(r.name.as_ref()))
@@ -177,11 +176,14 @@ fn advertise<S: AsyncRead + AsyncWrite + Unpin>(
 
 /// Read the want section up to the flush. `None` if the client wants nothing (a
 /// flush right away, or it hung up after the advertisement, as `git ls-remote` does).
+/// With a repository, wants and shallow lines go through an [`Intake`] as they come.
 pub(crate) async fn read_wants<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Connection<S>,
     cfg: &UploadPackConfig,
+    repo: Option<&gix::ThreadSafeRepository>,
 ) -> Result<Option<Wants>> {
     let mut w = Wants::default();
+    let mut intake = Intake::default();
     let mut filter_requested = false;
     loop {
         let packet = match conn.read_packet().await? {
@@ -202,6 +204,11 @@ pub(crate) async fn read_wants<S: AsyncRead + AsyncWrite + Unpin>(
                 "git upload-pack: filtering capability not negotiated",
             ));
         }
+        if let Some(repo) = repo
+            && intake.due(&w.args)
+        {
+            intake.settle(repo, &mut w.args).await?;
+        }
         if w.args.parse_shared(line, cfg)? {
             continue;
         }
@@ -212,10 +219,7 @@ pub(crate) async fn read_wants<S: AsyncRead + AsyncWrite + Unpin>(
             )));
         };
         let hex = &rest[..rest.len().min(40)];
-        let id = parse_oid(hex, line)?;
-        if !w.args.wants.contains(&id) {
-            w.args.wants.push(id);
-        }
+        w.args.wants.push(parse_oid(hex, line)?);
         for feature in rest[hex.len()..]
             .split(|&b| b == b' ')
             .filter(|f| !f.is_empty())
@@ -236,6 +240,9 @@ pub(crate) async fn read_wants<S: AsyncRead + AsyncWrite + Unpin>(
             }
         }
     }
+    if let Some(repo) = repo {
+        intake.settle(repo, &mut w.args).await?;
+    }
     Ok((!w.args.wants.is_empty()).then_some(w))
 }
 
@@ -247,6 +254,9 @@ struct Rounds {
     no_done: bool,
     sent_ready: bool,
     last_hex: Option<ObjectId>,
+    /// This round so far: a have we hold, and one we do not.
+    got_common: bool,
+    got_other: bool,
 }
 
 pub(crate) enum RoundEnd {
@@ -254,19 +264,24 @@ pub(crate) enum RoundEnd {
     Done,
 }
 
-/// Read one round of `have` lines, up to a flush or `done`. `None` if the client
+/// Read `have` lines of a round, up to a flush or `done`, or at most [`BATCH`] of
+/// them (the end is then `None`: more of the round follows), so that a round of
+/// millions of lines is answered as it comes, never held whole. `None` if the client
 /// hung up (it gave up negotiating).
 pub(crate) async fn read_round<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Connection<S>,
-) -> Result<Option<(Vec<ObjectId>, RoundEnd)>> {
+) -> Result<Option<(Vec<ObjectId>, Option<RoundEnd>)>> {
     let mut haves = Vec::new();
     loop {
+        if haves.len() == BATCH {
+            return Ok(Some((haves, None)));
+        }
         let Some(packet) = conn.read_packet().await? else {
             return Ok(None);
         };
         match packet.text() {
-            None if packet == Packet::Flush => return Ok(Some((haves, RoundEnd::Flush))),
-            Some(b"done") => return Ok(Some((haves, RoundEnd::Done))),
+            None if packet == Packet::Flush => return Ok(Some((haves, Some(RoundEnd::Flush)))),
+            Some(b"done") => return Ok(Some((haves, Some(RoundEnd::Done)))),
             Some(line) => match line.strip_prefix(b"have ") {
                 Some(hex) => haves.push(parse_oid(hex, line)?),
                 None => {
@@ -306,6 +321,8 @@ async fn negotiate<S: AsyncRead + AsyncWrite + Unpin>(
             no_done,
             sent_ready: false,
             last_hex: None,
+            got_common: false,
+            got_other: false,
         })
     })
     .await?;
@@ -331,19 +348,18 @@ async fn negotiate<S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 impl Rounds {
-    /// One round of `have`s ended by a flush or `done`. Pushes the reply lines and
-    /// returns true when negotiation is over.
+    /// Part of a round of `have`s, ended by a flush or `done` or (`None`) to be
+    /// continued. Pushes the reply lines and returns true when negotiation is over.
     fn round(
         &mut self,
         repo: &gix::Repository,
         haves: &[ObjectId],
-        end: RoundEnd,
+        end: Option<RoundEnd>,
         out: &mut Vec<String>,
     ) -> Result<bool> {
-        let (mut got_common, mut got_other) = (false, false);
         for &have in haves {
             if self.neg.have(repo, have)? {
-                got_common = true;
+                self.got_common = true;
                 self.last_hex = Some(have);
                 match self.multi_ack {
                     MultiAck::Detailed => out.push(format!("ACK {have} common")),
@@ -354,7 +370,7 @@ impl Rounds {
                     MultiAck::None => {}
                 }
             } else {
-                got_other = true;
+                self.got_other = true;
                 if self.multi_ack != MultiAck::None && self.neg.ok_to_give_up(repo)? {
                     if self.multi_ack == MultiAck::Detailed {
                         self.sent_ready = true;
@@ -365,6 +381,11 @@ impl Rounds {
                 }
             }
         }
+        let Some(end) = end else {
+            return Ok(false);
+        };
+        let (got_common, got_other) = (self.got_common, self.got_other);
+        (self.got_common, self.got_other) = (false, false);
         match end {
             RoundEnd::Done => {
                 match self.last_hex {

@@ -5,10 +5,11 @@
 use gix::ObjectId;
 use gix::bstr::BString;
 use gix_packetline::Channel;
+use std::collections::HashMap;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::config::{Unborn, UploadPackConfig};
-use super::fetch::{self, FetchArgs};
+use super::fetch::{self, FetchArgs, Intake};
 use super::negotiate::Negotiation;
 use super::refs::{self, AdvertisedRef};
 use super::shallow::{self, ShallowPlan};
@@ -23,11 +24,40 @@ const TOO_MANY_PREFIXES: usize = 100;
 /// Commands gitd serves in v2.
 const COMMANDS: [&[u8]; 4] = [b"ls-refs", b"fetch", b"object-info", b"bundle-uri"];
 
-/// One v2 request: `command=<name>`, capability lines, and arguments.
+/// One v2 request: `command=<name>` and capability lines; the argument lines that
+/// follow are read by the command itself, one at a time ([`Command::next_arg`]), so
+/// that no request is ever held whole in memory (a fetch can carry millions of
+/// `have` lines).
 #[derive(Debug, Default)]
 pub(crate) struct Command {
     pub(crate) name: Vec<u8>,
-    pub(crate) args: Vec<Vec<u8>>,
+    /// A delimiter was read and its flush not yet.
+    args_pending: bool,
+}
+
+impl Command {
+    /// The next argument line; `None` after the flush that ends them.
+    pub(crate) async fn next_arg<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        conn: &mut Connection<S>,
+    ) -> Result<Option<Vec<u8>>> {
+        if !self.args_pending {
+            return Ok(None);
+        }
+        match conn.expect_packet().await? {
+            Packet::Flush => {
+                self.args_pending = false;
+                Ok(None)
+            }
+            Packet::Data(mut d) => {
+                if d.last() == Some(&b'\n') {
+                    d.pop();
+                }
+                Ok(Some(d))
+            }
+            _ => Err(ClientError::boxed("expected flush after arguments")),
+        }
+    }
 }
 
 pub async fn serve<S>(
@@ -66,13 +96,15 @@ where
     conn.flush().await?;
 
     let mut total: Option<PackStats> = None;
-    while let Some(command) = read_command(conn).await? {
+    while let Some(mut command) = read_command(conn).await? {
         match command.name.as_slice() {
-            b"ls-refs" => ls_refs(conn, repo, cfg, &command.args).await?,
-            b"object-info" => object_info(conn, repo, &command.args).await?,
-            b"bundle-uri" if cfg.advertise_bundle_uris => bundle_uri(conn, cfg, &command.args)?,
+            b"ls-refs" => ls_refs(conn, repo, cfg, &mut command).await?,
+            b"object-info" => object_info(conn, repo, &mut command).await?,
+            b"bundle-uri" if cfg.advertise_bundle_uris => {
+                bundle_uri(conn, cfg, &mut command).await?
+            }
             b"fetch" => {
-                if let Some(stats) = fetch(conn, repo, cfg, &command.args).await? {
+                if let Some(stats) = fetch(conn, repo, cfg, &mut command).await? {
                     let t = total.get_or_insert_with(PackStats::default);
                     t.objects += stats.objects;
                     t.deltas += stats.deltas;
@@ -114,13 +146,7 @@ pub(crate) async fn read_command<S: AsyncRead + AsyncWrite + Unpin>(
             Packet::Flush if !seen_any => return Ok(None),
             Packet::Flush => break,
             Packet::Delimiter => {
-                loop {
-                    match conn.expect_packet().await? {
-                        Packet::Flush => break,
-                        p @ Packet::Data(_) => cmd.args.push(p.text().expect("data").to_vec()),
-                        _ => return Err(ClientError::boxed("expected flush after arguments")),
-                    }
-                }
+                cmd.args_pending = true;
                 break;
             }
             Packet::ResponseEnd => return Err(ClientError::boxed("invalid packet")),
@@ -174,26 +200,36 @@ pub(crate) struct LsRefsArgs {
     peel: bool,
     unborn: bool,
     prefixes: Vec<Vec<u8>>,
+    too_many_prefixes: bool,
 }
 
 impl LsRefsArgs {
     pub(crate) fn parse(args: &[Vec<u8>], cfg: &UploadPackConfig) -> Result<Self> {
         let mut a = LsRefsArgs::default();
         for arg in args {
-            match arg.as_slice() {
-                b"symrefs" => a.symrefs = true,
-                b"peel" => a.peel = true,
-                b"unborn" => a.unborn = cfg.unborn != Unborn::Ignore,
-                other => match other.strip_prefix(b"ref-prefix ") {
-                    Some(p) => a.prefixes.push(p.to_vec()),
-                    None => return Err(unexpected(other)),
-                },
-            }
-        }
-        if a.prefixes.len() > TOO_MANY_PREFIXES {
-            a.prefixes.clear();
+            a.line(arg, cfg)?;
         }
         Ok(a)
+    }
+
+    /// Take one argument line. Past [`TOO_MANY_PREFIXES`] prefixes git forgets them
+    /// all and lists every ref; further ones are not even stored.
+    fn line(&mut self, arg: &[u8], cfg: &UploadPackConfig) -> Result<()> {
+        match arg {
+            b"symrefs" => self.symrefs = true,
+            b"peel" => self.peel = true,
+            b"unborn" => self.unborn = cfg.unborn != Unborn::Ignore,
+            other => match other.strip_prefix(b"ref-prefix ") {
+                Some(_) if self.too_many_prefixes => {}
+                Some(_) if self.prefixes.len() == TOO_MANY_PREFIXES => {
+                    self.too_many_prefixes = true;
+                    self.prefixes.clear();
+                }
+                Some(p) => self.prefixes.push(p.to_vec()),
+                None => return Err(unexpected(other)),
+            },
+        }
+        Ok(())
     }
 }
 
@@ -203,14 +239,19 @@ async fn ls_refs<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Connection<S>,
     repo: &gix::ThreadSafeRepository,
     cfg: &UploadPackConfig,
-    args: &[Vec<u8>],
+    cmd: &mut Command,
 ) -> Result<()> {
+    let mut args = LsRefsArgs::default();
+    while let Some(arg) = cmd.next_arg(conn).await? {
+        args.line(&arg, cfg)?;
+    }
     let LsRefsArgs {
         symrefs,
         peel,
         unborn,
         prefixes,
-    } = LsRefsArgs::parse(args, cfg)?;
+        ..
+    } = args;
     let refs = blocking(repo, refs::collect).await?;
     for r in refs.iter().filter(|r| !cfg.is_hidden(r.name.as_ref())) {
         if !prefixes.is_empty() && !prefixes.iter().any(|p| r.name.starts_with(p)) {
@@ -226,41 +267,55 @@ async fn ls_refs<S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 /// `object-info`: sizes of objects by id (`size` is the only attribute git defines).
+/// Answered a batch of ids at a time, so a long list is never held whole (git clients
+/// send `size` first; one sent after more than a batch of ids is taken from there on).
 async fn object_info<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Connection<S>,
     repo: &gix::ThreadSafeRepository,
-    args: &[Vec<u8>],
+    cmd: &mut Command,
 ) -> Result<()> {
+    const BATCH: usize = 4096;
     let mut size = false;
+    let mut header_sent = false;
     let mut ids = Vec::new();
-    for arg in args {
-        if arg == b"size" {
-            size = true;
-        } else if let Some(hex) = arg.strip_prefix(b"oid ") {
-            ids.push(parse_oid(hex, arg)?);
-        } else {
-            return Err(unexpected(arg));
+    loop {
+        let arg = cmd.next_arg(conn).await?;
+        match &arg {
+            Some(a) if a == b"size" => size = true,
+            Some(a) => match a.strip_prefix(b"oid ") {
+                Some(hex) => ids.push(parse_oid(hex, a)?),
+                None => return Err(unexpected(a)),
+            },
+            None => {}
         }
-    }
-    let lines = blocking(repo, move |r| {
-        let mut lines = Vec::new();
-        if size {
-            lines.push("size".to_string());
+        if ids.len() < BATCH && arg.is_some() {
+            continue;
         }
-        for id in ids {
-            let line = match (size, r.try_find_header(id)?) {
-                (true, Some(h)) => format!("{id} {}", h.size()),
-                (true, None) => format!("{id} "),
-                (false, _) => id.to_string(),
-            };
-            lines.push(line);
+        if size && !header_sent {
+            conn.data(b"size");
+            header_sent = true;
         }
-        Ok(lines)
-    })
-    .await?;
-    // git writes these lines without a trailing newline.
-    for line in lines {
-        conn.data(line.as_bytes());
+        let batch = std::mem::take(&mut ids);
+        let lines = blocking(repo, move |r| {
+            let mut lines = Vec::with_capacity(batch.len());
+            for id in batch {
+                lines.push(match (size, r.try_find_header(id)?) {
+                    (true, Some(h)) => format!("{id} {}", h.size()),
+                    (true, None) => format!("{id} "),
+                    (false, _) => id.to_string(),
+                });
+            }
+            Ok(lines)
+        })
+        .await?;
+        // git writes these lines without a trailing newline.
+        for line in lines {
+            conn.data(line.as_bytes());
+        }
+        if arg.is_none() {
+            break;
+        }
+        conn.flush().await?;
     }
     conn.flush_pkt();
     Ok(())
@@ -268,15 +323,15 @@ async fn object_info<S: AsyncRead + AsyncWrite + Unpin>(
 
 /// `bundle-uri`: the repository's `bundle.*` settings, so a client can seed a clone
 /// from static bundle files before fetching the rest.
-fn bundle_uri<S: AsyncRead + AsyncWrite + Unpin>(
+async fn bundle_uri<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Connection<S>,
     cfg: &UploadPackConfig,
-    args: &[Vec<u8>],
+    cmd: &mut Command,
 ) -> Result<()> {
-    if let Some(arg) = args.first() {
+    if let Some(arg) = cmd.next_arg(conn).await? {
         return Err(ClientError::boxed(format!(
             "bundle-uri: unexpected argument: '{}'",
-            crate::escape(arg)
+            crate::escape(&arg)
         )));
     }
     // Written without a trailing newline, as git writes them.
@@ -287,45 +342,50 @@ fn bundle_uri<S: AsyncRead + AsyncWrite + Unpin>(
     Ok(())
 }
 
-/// Parse the arguments of a `fetch` command.
+/// Parse the arguments of a `fetch` command, without looking anything up.
 pub(crate) fn parse_fetch(args: &[Vec<u8>], cfg: &UploadPackConfig) -> Result<FetchArgs> {
     let mut f = FetchArgs::default();
     for arg in args {
-        if let Some(hex) = arg.strip_prefix(b"want ") {
-            let id = parse_oid(hex, arg)?;
-            if !f.wants.contains(&id) {
-                f.wants.push(id);
-            }
-        } else if let Some(name) = arg
-            .strip_prefix(b"want-ref ")
-            .filter(|_| cfg.allow_ref_in_want)
-        {
-            f.want_refs.push(name.into());
-        } else if let Some(hex) = arg.strip_prefix(b"have ") {
-            f.haves.push(ObjectId::from_hex(hex).map_err(|_| {
-                ClientError::boxed(format!(
-                    "git upload-pack: expected SHA1 object, got '{}'",
-                    crate::escape(hex)
-                ))
-            })?);
-        } else if f.parse_shared(arg, cfg)? {
-            continue;
-        } else {
-            match arg.as_slice() {
-                b"done" => f.done = true,
-                b"wait-for-done" => f.wait_for_done = true,
-                b"deepen-relative" => f.deepen.relative = true,
-                b"ofs-delta" => f.ofs_delta = true,
-                b"thin-pack" => f.thin_pack = true,
-                b"no-progress" => f.no_progress = true,
-                b"include-tag" => f.include_tag = true,
-                b"sideband-all" if cfg.allow_sideband_all => f.sideband_all = true,
-                a => return Err(unexpected(a)),
-            }
-        }
+        fetch_line(&mut f, arg, cfg)?;
     }
     f.check_deepen()?;
     Ok(f)
+}
+
+/// Take one argument line of a `fetch`. Ids are only collected here: an
+/// [`Intake`] deduplicates and looks them up.
+fn fetch_line(f: &mut FetchArgs, arg: &[u8], cfg: &UploadPackConfig) -> Result<()> {
+    if let Some(hex) = arg.strip_prefix(b"want ") {
+        f.wants.push(parse_oid(hex, arg)?);
+    } else if let Some(name) = arg
+        .strip_prefix(b"want-ref ")
+        .filter(|_| cfg.allow_ref_in_want)
+    {
+        if f.want_refs.len() >= fetch::MAX_NAMES {
+            return Err(fetch::too_many("want-ref"));
+        }
+        f.want_refs.push(name.into());
+    } else if let Some(hex) = arg.strip_prefix(b"have ") {
+        f.haves.push(ObjectId::from_hex(hex).map_err(|_| {
+            ClientError::boxed(format!(
+                "git upload-pack: expected SHA1 object, got '{}'",
+                crate::escape(hex)
+            ))
+        })?);
+    } else if !f.parse_shared(arg, cfg)? {
+        match arg {
+            b"done" => f.done = true,
+            b"wait-for-done" => f.wait_for_done = true,
+            b"deepen-relative" => f.deepen.relative = true,
+            b"ofs-delta" => f.ofs_delta = true,
+            b"thin-pack" => f.thin_pack = true,
+            b"no-progress" => f.no_progress = true,
+            b"include-tag" => f.include_tag = true,
+            b"sideband-all" if cfg.allow_sideband_all => f.sideband_all = true,
+            a => return Err(unexpected(a)),
+        }
+    }
+    Ok(())
 }
 
 /// Section lines of a fetch response: plain pkt-lines, or on band 1 with `sideband-all`.
@@ -358,37 +418,46 @@ async fn fetch<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Connection<S>,
     repo: &gix::ThreadSafeRepository,
     cfg: &UploadPackConfig,
-    args: &[Vec<u8>],
+    cmd: &mut Command,
 ) -> Result<Option<PackStats>> {
-    let mut f = parse_fetch(args, cfg)?;
+    let mut f = FetchArgs::default();
+    let mut intake = Intake::default();
+    while let Some(arg) = cmd.next_arg(conn).await? {
+        fetch_line(&mut f, &arg, cfg)?;
+        if intake.due(&f) {
+            intake.settle(repo, &mut f).await?;
+        }
+    }
+    f.check_deepen()?;
+    intake.settle(repo, &mut f).await?;
     if f.wants.is_empty() && f.want_refs.is_empty() && !f.wait_for_done {
         return Ok(None);
     }
     let (args2, cfg2) = (f.clone(), cfg.clone());
-    let (wanted_refs, acks, common, ready, refs, plan) = blocking(repo, move |r| {
+    let (wanted_refs, acks, common, ready, refs, plan, wants) = blocking(repo, move |r| {
         let mut args = args2;
         let refs = refs::collect(r)?;
         // want-ref: resolve names to ids; unknown or hidden names are an error.
         let mut wanted_refs: Vec<(ObjectId, BString)> = Vec::new();
-        for name in &args.want_refs {
-            let found = refs.iter().find(|x| {
-                x.name == *name && x.target.is_some() && !cfg2.is_hidden(x.name.as_ref())
-            });
-            let Some(found) = found else {
-                return Err(ClientError::boxed(format!(
-                    "unknown ref {}",
-                    crate::escape(name)
-                )));
-            };
-            let id = found.target.expect("checked");
-            wanted_refs.push((id, name.clone()));
-            if !args.wants.contains(&id) {
-                args.wants.push(id);
+        if !args.want_refs.is_empty() {
+            let by_name: HashMap<&[u8], ObjectId> = refs
+                .iter()
+                .filter(|x| !cfg2.is_hidden(x.name.as_ref()))
+                .filter_map(|x| Some((x.name.as_slice(), x.target?)))
+                .collect();
+            for name in std::mem::take(&mut args.want_refs) {
+                let Some(&id) = by_name.get(name.as_slice()) else {
+                    return Err(ClientError::boxed(format!(
+                        "unknown ref {}",
+                        crate::escape(&name)
+                    )));
+                };
+                wanted_refs.push((id, name));
+                intake.add_known_want(&mut args, id);
             }
         }
         // git checks `shallow` and `deepen-not` lines as it parses them.
         shallow::validate(r, &refs, &args)?;
-        fetch::check_wants_exist(r, &args.wants)?;
         let mut neg = Negotiation::new(r, &args.wants)?;
         let mut acks = Vec::new();
         for have in &args.haves {
@@ -405,7 +474,15 @@ async fn fetch<S: AsyncRead + AsyncWrite + Unpin>(
         } else {
             ShallowPlan::default()
         };
-        Ok((wanted_refs, acks, neg.common().to_vec(), ready, refs, plan))
+        Ok((
+            wanted_refs,
+            acks,
+            neg.common().to_vec(),
+            ready,
+            refs,
+            plan,
+            args.wants,
+        ))
     })
     .await?;
     let sb = f.sideband_all;
@@ -451,13 +528,7 @@ async fn fetch<S: AsyncRead + AsyncWrite + Unpin>(
     } else {
         Vec::new()
     };
-    f.wants.extend(
-        wanted_refs
-            .iter()
-            .map(|(id, _)| *id)
-            .filter(|id| !f.wants.contains(id))
-            .collect::<Vec<_>>(),
-    );
+    f.wants = wants;
     let req = PackRequest::new(&f, common, include_tags, plan, Sideband::Large);
     let stats = pack::send(conn, repo, req).await?;
     conn.flush_pkt();

@@ -11,7 +11,7 @@ pub mod systemd;
 pub use oracle::{git_bounded, normalize, oracle, oracle_output, ours, pkt_lines, wait_bounded};
 
 use std::io::{BufRead, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixDatagram;
 use std::os::unix::process::CommandExt;
@@ -294,12 +294,30 @@ impl Gitd {
         Self::start_on(dir, vec![listener], args, None)
     }
 
+    /// Start gitd with `args` as a user would, without the `--verbose` the other
+    /// starts add (only failed requests are logged).
+    pub fn start_quiet(dir: &Path, args: &[&str]) -> Gitd {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        Self::spawn(dir, vec![listener], args, None, false)
+    }
+
     /// Start gitd on `listeners` (fds 3, 4, …), optionally with a `NOTIFY_SOCKET`.
+    /// Every request is logged (`--verbose`), as the tests read the log lines.
     pub fn start_on(
         dir: &Path,
         listeners: Vec<TcpListener>,
         args: &[&str],
         notify: Option<&Path>,
+    ) -> Gitd {
+        Self::spawn(dir, listeners, args, notify, true)
+    }
+
+    fn spawn(
+        dir: &Path,
+        listeners: Vec<TcpListener>,
+        args: &[&str],
+        notify: Option<&Path>,
+        verbose: bool,
     ) -> Gitd {
         let port = listeners[0].local_addr().unwrap().port();
         static LOGS: AtomicUsize = AtomicUsize::new(0);
@@ -310,6 +328,7 @@ impl Gitd {
         cmd.arg("-c")
             .arg("LISTEN_PID=$$ exec \"$0\" \"$@\"")
             .arg(GITD)
+            .args(verbose.then_some("--verbose"))
             .args(args)
             .env("LISTEN_FDS", fds.len().to_string())
             .env("LISTEN_FDNAMES", names)
@@ -397,6 +416,36 @@ pub fn pkt(data: &[u8]) -> Vec<u8> {
     let mut out = format!("{:04x}", data.len() + 4).into_bytes();
     out.extend_from_slice(data);
     out
+}
+
+/// A client connection from a chosen loopback source address.
+pub fn connect_from(source: Ipv4Addr, port: u16) -> TcpStream {
+    // SAFETY: a fresh socket, bound and connected with valid sockaddr_in values; the
+    // fd is handed to TcpStream, which owns it from then on.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        assert!(fd >= 0);
+        let addr = |ip: Ipv4Addr, port: u16| libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: port.to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(ip).to_be(),
+            },
+            sin_zero: [0; 8],
+        };
+        let local = addr(source, 0);
+        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        assert_eq!(
+            libc::bind(fd, &local as *const _ as *const libc::sockaddr, len),
+            0
+        );
+        let remote = addr(Ipv4Addr::LOCALHOST, port);
+        assert_eq!(
+            libc::connect(fd, &remote as *const _ as *const libc::sockaddr, len),
+            0
+        );
+        std::os::fd::FromRawFd::from_raw_fd(fd)
+    }
 }
 
 /// A raw client connection for hand-made requests.
