@@ -230,12 +230,18 @@ fn a_flood_of_unknown_haves_costs_no_memory() {
     );
 }
 
-/// v0: a round of 200,000 unknown haves under multi_ack_detailed is read and
-/// answered a batch at a time, and negotiation does not walk again for each one.
+/// v0: one round of a common `have` and 1,000,000 unknown ones under
+/// multi_ack_detailed is read and answered a batch at a time (it used to be held
+/// whole, and every unknown have walked the history again to see whether the
+/// negotiation could stop).
 #[test]
-fn a_v0_round_of_unknown_haves_is_answered() {
+fn a_v0_round_of_unknown_haves_is_answered_in_bounded_memory() {
     let (dir, repo, mut gitd) = setup("limits-v0-haves", &[]);
-    let main = rev(&repo, "main");
+    let pid = gitd.child.id();
+    clone_beside(&dir, &repo, &mut gitd, || ());
+    let before = vm_kib(pid, "VmHWM:");
+    // A tree is common but never makes the negotiation ready (only commits do).
+    let (main, tree) = (rev(&repo, "main"), rev(&repo, "main^{tree}"));
     let port = gitd.port;
     let replies = clone_beside(&dir, &repo, &mut gitd, move || {
         let mut raw = Raw::connect(port);
@@ -246,13 +252,20 @@ fn a_v0_round_of_unknown_haves_is_answered() {
         raw.read_until_flush();
         let mut req = pkt(format!("want {main} multi_ack_detailed side-band-64k\n").as_bytes());
         req.extend(b"0000");
-        for id in random_ids(200_000) {
-            req.extend(pkt(format!("have {id}\n").as_bytes()));
-        }
-        req.extend(b"0000");
-        req.extend(pkt(b"done\n"));
+        req.extend(pkt(format!("have {tree}\n").as_bytes()));
         raw.send(&req);
-        let mut replies = vec![raw.read(), raw.read()];
+        let mut batch = Vec::new();
+        for id in random_ids(1_000_000) {
+            batch.extend(pkt(format!("have {id}\n").as_bytes()));
+            if batch.len() > 1 << 20 {
+                raw.send(&batch);
+                batch.clear();
+            }
+        }
+        batch.extend(b"0000");
+        batch.extend(pkt(b"done\n"));
+        raw.send(&batch);
+        let mut replies = vec![raw.read(), raw.read(), raw.read()];
         // Progress (band 2) may come first; then the pack on band 1.
         for _ in 0..1000 {
             let r = raw.read();
@@ -264,13 +277,24 @@ fn a_v0_round_of_unknown_haves_is_answered() {
         }
         replies
     });
-    // Nothing in common: a NAK for the round and one for done, then the pack.
-    assert_eq!(replies[0].text(), "NAK", "{replies:?}");
+    // The tree's ACK, the round's NAK, the final ACK, then the pack.
+    let tree = rev(&repo, "main^{tree}");
+    assert_eq!(
+        replies[0].text(),
+        format!("ACK {tree} common"),
+        "{replies:?}"
+    );
     assert_eq!(replies[1].text(), "NAK", "{replies:?}");
-    match &replies[2] {
+    assert_eq!(replies[2].text(), format!("ACK {tree}"), "{replies:?}");
+    match &replies[3] {
         Reply::Data(d) => assert!(d.starts_with(b"\x01PACK"), "a pack on band 1"),
         other => panic!("no pack: {other:?}"),
     }
+    let after = vm_kib(pid, "VmHWM:");
+    assert!(
+        after.saturating_sub(before) < 12 * 1024,
+        "peak RSS grew from {before} KiB to {after} KiB"
+    );
 }
 
 /// Hundreds of connections from one address that never send a request line, with

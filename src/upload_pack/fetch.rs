@@ -171,6 +171,7 @@ impl Intake {
         }
         let sets = std::mem::take(self);
         let (sets, [wants, haves, shallows]) = super::blocking(repo, move |r| {
+            let quick = super::without_refresh(r);
             let mut sets = sets;
             let [wants, haves, shallows] = new;
             let mut kept = [Vec::new(), Vec::new(), Vec::new()];
@@ -185,7 +186,7 @@ impl Intake {
                 kept[0].push(id);
             }
             for id in haves {
-                if !sets.haves.contains(&id) && r.has_object(id) {
+                if !sets.haves.contains(&id) && quick.has_object(id) {
                     sets.haves.insert(id);
                     kept[1].push(id);
                 }
@@ -194,7 +195,7 @@ impl Intake {
                 if sets.shallows.contains(&id) {
                     continue;
                 }
-                match r.try_find_header(id)? {
+                match quick.try_find_header(id)? {
                     None => {}
                     Some(h) if h.kind() == gix::object::Kind::Commit => {
                         sets.shallows.insert(id);

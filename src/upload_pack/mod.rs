@@ -47,6 +47,17 @@ where
     tokio::task::spawn_blocking(move || f(&repo.to_thread_local())).await?
 }
 
+/// The repository with an object database that never rescans the pack directory on
+/// a miss. For ids a client sends, where a miss is the common case (haves, shallow
+/// lines, object-info): gix would otherwise list the pack directory again for every
+/// unknown id, which made a flood of random haves cost ~100 µs each. The packs
+/// known when the repository was opened for this request are all searched.
+pub(crate) fn without_refresh(repo: &gix::Repository) -> gix::Repository {
+    let mut repo = repo.clone();
+    repo.objects.refresh_never();
+    repo
+}
+
 /// Parse the hex object id of a `want`/`have` line.
 pub(crate) fn parse_oid(hex: &[u8], line: &[u8]) -> Result<ObjectId> {
     ObjectId::from_hex(hex).map_err(|_| {

@@ -332,7 +332,7 @@ async fn negotiate<S: AsyncRead + AsyncWrite + Unpin>(
         };
         let (returned, replies, finished) = blocking(repo, move |r| {
             let mut replies = Vec::new();
-            let finished = state.round(r, &haves, end, &mut replies)?;
+            let finished = state.round(&super::without_refresh(r), &haves, end, &mut replies)?;
             Ok((state, replies, finished))
         })
         .await?;

@@ -297,6 +297,7 @@ async fn object_info<S: AsyncRead + AsyncWrite + Unpin>(
         }
         let batch = std::mem::take(&mut ids);
         let lines = blocking(repo, move |r| {
+            let r = super::without_refresh(r);
             let mut lines = Vec::with_capacity(batch.len());
             for id in batch {
                 lines.push(match (size, r.try_find_header(id)?) {
