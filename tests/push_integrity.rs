@@ -5,8 +5,12 @@
 
 mod support;
 
+use std::io::Write;
+use std::path::Path;
+use std::process::Stdio;
+
 use support::push::*;
-use support::{fixture, git, refs_of, scratch};
+use support::{fixture, git, git_cmd, pkt, refs_of, scratch};
 
 #[test]
 fn branches_take_only_commits() {
@@ -54,4 +58,152 @@ fn branches_take_only_commits() {
     assert!(seen.contains("[new tag]"), "{seen}");
     assert_eq!(rev(&repo, "refs/tags/t").as_deref(), Some(tree.as_str()));
     fsck(&repo);
+}
+
+/// A new object written as it is, whatever its content.
+fn literally(wc: &Path, kind: &str, content: &[u8]) -> String {
+    let mut child = git_cmd(wc)
+        .args(["hash-object", "--literally", "-w", "--stdin", "-t", kind])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(content).unwrap();
+    let out = support::wait_bounded(child, PUSH_TIMEOUT);
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// A pack of exactly `ids` (no walk: they need not parse).
+fn pack_objects(wc: &Path, ids: &[&str]) -> Vec<u8> {
+    let mut child = git_cmd(wc)
+        .args(["pack-objects", "--stdout", "-q"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{}\n", ids.join("\n")).as_bytes())
+        .unwrap();
+    let out = support::wait_bounded(child, PUSH_TIMEOUT);
+    assert!(out.status.success());
+    out.stdout
+}
+
+/// The same push to gitd and to git's receive-pack on `theirs`: what each told the
+/// pusher on side-band 2 and in its report must be the same.
+fn same_answer(port: u16, theirs: &Path, input: &[u8]) -> (String, Vec<String>) {
+    let ours = demux(&raw_push_bytes(port, "/repo.git", input));
+    assert_eq!(ours, demux(&git_push_bytes(theirs, input)));
+    ours
+}
+
+#[test]
+fn malformed_objects_are_reported_as_git_reports_them() {
+    let dir = scratch("push-malformed-objects");
+    let repo = fixture(&dir, "repo.git", 3);
+    let wc = work(&dir, &repo, "wc");
+    let theirs = twin(&repo);
+    let gitd = gitd(&dir);
+    let zero = "0".repeat(40);
+    let before = refs_of(&repo, "refs/");
+    let push = |new: &str, pack: &[u8]| {
+        let mut input = pkt(format!(
+            "{zero} {new} refs/heads/bad\0 report-status side-band-64k quiet"
+        )
+        .as_bytes());
+        input.extend_from_slice(b"0000");
+        input.extend_from_slice(pack);
+        input
+    };
+
+    let garbage = literally(&wc, "commit", b"garbage\n");
+    let garbage_push = push(&garbage, &pack_objects(&wc, &[&garbage]));
+    let mut entry = b"999999 f\0".to_vec();
+    entry.extend_from_slice(&[0xaa; 20]);
+    let tree = literally(&wc, "tree", &entry);
+    let author = "author A U Thor <a@example.com> 1700000000 +0000";
+    let on_bad_tree = literally(
+        &wc,
+        "commit",
+        format!("tree {tree}\n{author}\ncommitter C <c@example.com> 1700000000 +0000\n\nx\n")
+            .as_bytes(),
+    );
+    let bad_tree_push = push(&on_bad_tree, &pack_objects(&wc, &[&on_bad_tree, &tree]));
+    let good_tree = git(&wc, &["rev-parse", "HEAD^{tree}"]).trim().to_string();
+    let no_author = literally(
+        &wc,
+        "commit",
+        format!("tree {good_tree}\ncommitter C <c@example.com> 1700000000 +0000\n\nx\n").as_bytes(),
+    );
+    let no_author_push = push(&no_author, &pack_objects(&wc, &[&no_author]));
+
+    // Without fsck: the pack is taken, the walk from the new value fails.
+    let (text, report) = same_answer(gitd.port, &theirs, &garbage_push);
+    assert_eq!(
+        text,
+        format!("error: bogus commit object {garbage}\nfatal: bad object {garbage}\n")
+    );
+    assert_eq!(
+        report,
+        [
+            "unpack ok\n",
+            "ng refs/heads/bad missing necessary objects\n",
+            "0000"
+        ]
+    );
+    let (text, _) = same_answer(gitd.port, &theirs, &bad_tree_push);
+    assert_eq!(text, "fatal: malformed mode in tree entry\n");
+    assert_eq!(refs_of(&repo, "refs/"), before);
+    fsck(&repo);
+
+    // With fsck: the unpacker refuses the pack, named as git would have run it.
+    for r in [&repo, &theirs] {
+        git(r, &["config", "receive.fsckObjects", "true"]);
+    }
+    let (text, report) = same_answer(gitd.port, &theirs, &garbage_push);
+    assert_eq!(
+        text,
+        format!("error: bogus commit object {garbage}\nfatal: invalid commit\n")
+    );
+    assert_eq!(
+        report,
+        [
+            "unpack unpack-objects abnormal exit\n",
+            "ng refs/heads/bad unpacker error\n",
+            "0000"
+        ]
+    );
+    let (text, _) = same_answer(gitd.port, &theirs, &bad_tree_push);
+    assert!(
+        text.contains("badTree: cannot be parsed as a tree"),
+        "{text}"
+    );
+    for r in [&repo, &theirs] {
+        git(r, &["config", "transfer.unpackLimit", "1"]);
+    }
+    let (text, report) = same_answer(gitd.port, &theirs, &no_author_push);
+    assert_eq!(
+        text,
+        format!(
+            "error: object {no_author}: missingAuthor: invalid format - expected 'author' line\nfatal: fsck error in packed object\n"
+        )
+    );
+    assert_eq!(report[0], "unpack index-pack abnormal exit\n");
+    assert_eq!(refs_of(&repo, "refs/"), before);
+    assert!(!has_object(&repo, &no_author));
+    assert!(quarantines(&repo).is_empty());
+    fsck(&repo);
+
+    // Without fsck a commit without author walks fine, and is taken.
+    for r in [&repo, &theirs] {
+        git(r, &["config", "receive.fsckObjects", "false"]);
+    }
+    let (_, report) = same_answer(gitd.port, &theirs, &no_author_push);
+    assert_eq!(report[1], "ok refs/heads/bad\n");
 }

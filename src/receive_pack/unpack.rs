@@ -17,12 +17,14 @@ use super::quarantine::Quarantine;
 use crate::Result;
 use crate::connection::Connection;
 
-/// Why a pack was not taken: `status` goes into `unpack <status>`, `detail` to the
-/// pusher as `fatal: …` (what git's index-pack would have printed).
+/// Why a pack was not taken: `status` goes into `unpack <status>`, `messages`
+/// (`error: …`, `warning: …` lines) then `detail` as `fatal: …` to the pusher
+/// (what git's index-pack or unpack-objects would have printed).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnpackError {
     pub status: String,
     pub detail: Option<String>,
+    pub messages: Vec<String>,
 }
 
 impl UnpackError {
@@ -30,15 +32,35 @@ impl UnpackError {
         UnpackError {
             status: status.to_string(),
             detail: None,
+            messages: Vec::new(),
         }
     }
 
-    fn index_pack(detail: String) -> Self {
+    /// The unpacker died: `index-pack`, or `unpack-objects` for a pack of fewer
+    /// objects than the unpack limit (git's choice of unpacker).
+    fn unpacker(unpack_objects: bool, detail: String) -> Self {
+        let name = if unpack_objects {
+            "unpack-objects"
+        } else {
+            "index-pack"
+        };
         UnpackError {
-            status: "index-pack abnormal exit".into(),
+            status: format!("{name} abnormal exit"),
             detail: Some(detail),
+            messages: Vec::new(),
         }
     }
+}
+
+/// What the received pack must pass besides being a well-formed pack.
+#[derive(Debug, Clone, Copy)]
+pub struct Checks {
+    /// Largest pack in bytes (0: no limit).
+    pub limit: u64,
+    /// Check every object as git's `fsck` does.
+    pub fsck: bool,
+    /// git's `unpackLimit`, for the name of the unpacker in errors.
+    pub unpack_limit: u32,
 }
 
 /// What came in.
@@ -47,6 +69,8 @@ pub struct Unpacked {
     pub quarantine: Quarantine,
     /// Objects in the pack as stored (thin-pack bases included).
     pub objects: u32,
+    /// fsck's `warning: …` lines for the pusher.
+    pub warnings: Vec<String>,
 }
 
 /// The 12-byte pack header: `PACK`, version 2 or 3, object count.
@@ -68,7 +92,7 @@ fn check_header(header: &[u8]) -> std::result::Result<(), UnpackError> {
 /// Chunks to the indexer; an `Err` makes its next read fail with that message.
 type Chunks = mpsc::Receiver<std::result::Result<Vec<u8>, String>>;
 
-/// Read the pack from `conn` into `quarantine`, at most `limit` bytes (0: no limit).
+/// Read the pack from `conn` into `quarantine`, within `checks`.
 ///
 /// `Ok(Err(_))` is a pack that was refused (reported to the client as the unpack
 /// status); `Err(_)` a connection that broke, with nobody left to tell.
@@ -79,8 +103,9 @@ pub async fn receive<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Connection<S>,
     repo: &gix::ThreadSafeRepository,
     quarantine: Quarantine,
-    limit: u64,
+    checks: Checks,
 ) -> Result<std::result::Result<Unpacked, UnpackError>> {
+    let limit = checks.limit;
     let timeout = conn.timeout();
     let timed_out = || -> crate::Error { "timed out reading the pack from the client".into() };
     // The header first, to answer a bad one with git's words.
@@ -101,10 +126,12 @@ pub async fn receive<S: AsyncRead + AsyncWrite + Unpin>(
     if let Err(e) = check_header(&first) {
         return Ok(Err(e));
     }
+    let count = u32::from_be_bytes(first[8..12].try_into().expect("4 bytes"));
+    let unpack_objects = count < checks.unpack_limit;
     let too_large = |limit: u64| format!("pack exceeds maximum allowed size ({limit} bytes)");
     let mut total = first.len() as u64;
     if limit > 0 && total > limit {
-        return Ok(Err(UnpackError::index_pack(too_large(limit))));
+        return Ok(Err(UnpackError::unpacker(unpack_objects, too_large(limit))));
     }
 
     let (tx, rx) = mpsc::channel(8);
@@ -121,7 +148,14 @@ pub async fn receive<S: AsyncRead + AsyncWrite + Unpin>(
     };
     let (repo, flag) = (repo.clone(), Arc::clone(&interrupt));
     let mut indexer = tokio::task::spawn_blocking(move || {
-        let result = index(&repo, quarantine, input, &flag);
+        let result = index(&repo, quarantine, input, &flag)
+            .and_then(|u| if checks.fsck { fsck_pack(u) } else { Ok(u) })
+            .map_err(|mut e| {
+                if e.status.is_empty() {
+                    e.status = UnpackError::unpacker(unpack_objects, String::new()).status;
+                }
+                e
+            });
         #[cfg(target_env = "gnu")]
         // SAFETY: malloc_trim only releases free memory; it has no preconditions.
         unsafe {
@@ -220,11 +254,72 @@ fn index(
             Some(reason) => reason,
             None => describe(&e),
         };
-        UnpackError::index_pack(detail)
+        UnpackError {
+            status: String::new(),
+            detail: Some(detail),
+            messages: Vec::new(),
+        }
     })?;
     Ok(Unpacked {
         quarantine,
         objects: outcome.index.num_objects,
+        warnings: Vec::new(),
+    })
+}
+
+/// git's `index-pack --strict`: every pushed commit, tree and tag, in pack order,
+/// must parse and pass [`fsck`](super::fsck); the first that does not refuses the
+/// pack with git's messages. The status is filled in by the caller.
+fn fsck_pack(unpacked: Unpacked) -> std::result::Result<Unpacked, UnpackError> {
+    use gix::objs::{Find, FindHeader, Kind};
+    let refuse = |messages: Vec<String>, fatal: &str| UnpackError {
+        status: String::new(),
+        detail: Some(fatal.to_string()),
+        messages,
+    };
+    let broken =
+        |e: &dyn std::fmt::Display| refuse(Vec::new(), &format!("cannot read the pack: {e}"));
+    let dir = unpacked.quarantine.dir().to_owned();
+    let mut odb = gix::odb::at(&dir, gix::hash::Kind::Sha1).map_err(|e| broken(&e))?;
+    odb.refresh_never();
+    let mut ids = Vec::new();
+    for entry in std::fs::read_dir(unpacked.quarantine.pack_dir()).map_err(|e| broken(&e))? {
+        let path = entry.map_err(|e| broken(&e))?.path();
+        if path.extension().is_some_and(|e| e == "idx") {
+            let index =
+                gix_pack::index::File::at(&path, gix::hash::Kind::Sha1).map_err(|e| broken(&e))?;
+            ids.extend(index.iter().map(|e| (e.pack_offset, e.oid)));
+        }
+    }
+    ids.sort_unstable();
+    let mut warnings = Vec::new();
+    let mut buf = Vec::new();
+    for (_, id) in ids {
+        let header = odb.try_header(&id).map_err(|e| broken(&e))?;
+        if header.is_none_or(|h| h.kind == Kind::Blob) {
+            continue;
+        }
+        let Some(data) = odb.try_find(&id, &mut buf).map_err(|e| broken(&e))? else {
+            continue;
+        };
+        // index-pack parses commits before its fsck (trees only in fsck).
+        if data.kind == Kind::Commit
+            && let Err(why) = super::fsck::parse(&id, data.kind, data.data)
+        {
+            warnings.push(format!("error: {why}"));
+            return Err(refuse(warnings, &format!("invalid {}", data.kind)));
+        }
+        let report = super::fsck::fsck(&id, data.kind, data.data);
+        warnings.extend(report.warnings.iter().map(|w| format!("warning: {w}")));
+        if !report.errors.is_empty() {
+            warnings.extend(report.errors.iter().map(|e| format!("error: {e}")));
+            return Err(refuse(warnings, "fsck error in packed object"));
+        }
+    }
+    // Accepted with warnings: git prints them and goes on.
+    Ok(Unpacked {
+        warnings,
+        ..unpacked
     })
 }
 
