@@ -94,10 +94,11 @@ impl Push<'_> {
             discard(quarantine).await;
             return Ok(());
         }
-        // A pusher that hung up (interrupted while pre-receive ran) would never
+        // A pusher that is gone (interrupted while pre-receive ran) would never
         // learn what became of its push: change nothing, as if it had hung up
-        // a moment earlier.
-        if out.hung_up().await {
+        // a moment earlier. One that only closed its sending side waits for the
+        // report.
+        if out.gone_after_request().await {
             for cmd in cmds.iter_mut() {
                 cmd.fail("the client hung up");
             }
