@@ -6,11 +6,13 @@
 mod support;
 
 use std::io::Write;
+use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::process::Stdio;
+use std::time::Duration;
 
 use support::push::*;
-use support::{fixture, git, git_cmd, pkt, refs_of, scratch};
+use support::{Raw, fixture, git, git_cmd, pkt, refs_of, scratch, wait_until};
 
 #[test]
 fn branches_take_only_commits() {
@@ -206,4 +208,87 @@ fn malformed_objects_are_reported_as_git_reports_them() {
     }
     let (_, report) = same_answer(gitd.port, &theirs, &no_author_push);
     assert_eq!(report[1], "ok refs/heads/bad\n");
+}
+
+#[test]
+fn quarantines_go_on_every_exit() {
+    let dir = scratch("push-quarantine-exit");
+    let repo = fixture(&dir, "repo.git", 3);
+    let wc = work(&dir, &repo, "wc");
+    let old = rev(&repo, "main").unwrap();
+    let noise: Vec<u8> = (0..400_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(wc.join("noise.bin"), &noise).unwrap();
+    git(&wc, &["add", "noise.bin"]);
+    git(&wc, &["commit", "-q", "-m", "noise"]);
+    let new = git(&wc, &["rev-parse", "HEAD"]).trim().to_string();
+    let pack = pack_of(&wc, &format!("{new}\n^{old}"));
+    let mut gitd = gitd(&dir);
+
+    // A push stalled mid-pack outlives the shutdown grace period.
+    let mut raw = Raw::connect(gitd.port);
+    raw.send_pkt(b"git-receive-pack /repo.git\0host=127.0.0.1\0");
+    raw.read_until_flush();
+    raw.send_pkt(format!("{old} {new} refs/heads/main\0 report-status").as_bytes());
+    raw.send(b"0000").send(&pack[..pack.len() / 2]);
+    assert!(wait_until(Duration::from_secs(10), || quarantines(&repo)
+        .len()
+        == 1));
+    // SAFETY: signalling our own child by PID.
+    unsafe { libc::kill(gitd.child.id() as i32, libc::SIGTERM) };
+    let status = gitd.wait_exit(Duration::from_secs(60)).expect("exits");
+    assert!(status.success(), "{}", gitd.logs());
+    assert!(gitd.logs().contains("still open after"), "{}", gitd.logs());
+    assert_eq!(quarantines(&repo), Vec::<String>::new());
+    drop(raw);
+
+    // What a killed gitd left: its lock file, unlocked. Next to it one whose owner
+    // lives (locked) and one of git's own receive-pack (no lock file).
+    let objects = repo.join("objects");
+    let plant = |name: &str, lock: bool| {
+        let q = objects.join(format!("tmp_objdir-incoming-{name}"));
+        std::fs::create_dir_all(q.join("pack")).unwrap();
+        std::fs::write(q.join("pack/tmp_pack_x"), b"partial").unwrap();
+        lock.then(|| std::fs::File::create(q.join("gitd.lock")).unwrap())
+    };
+    plant("stale1", true);
+    let live = plant("live01", true).unwrap();
+    // SAFETY: flock on a file we just opened.
+    assert_eq!(unsafe { libc::flock(live.as_raw_fd(), libc::LOCK_EX) }, 0);
+    plant("gits01", false);
+    let gitd = gitd.restart(
+        &[
+            &format!("--base-path={}", dir.display()),
+            "--export-all",
+            "--enable=receive-pack",
+        ],
+        None,
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || quarantines(&repo).len() == 2),
+        "{:?} {}",
+        quarantines(&repo),
+        gitd.logs()
+    );
+    let mut left = quarantines(&repo);
+    left.sort();
+    assert_eq!(
+        left,
+        ["tmp_objdir-incoming-gits01", "tmp_objdir-incoming-live01"]
+    );
+    // A push that fails after its pack came leaves nothing either.
+    let out = push(
+        &wc,
+        &gitd.url("/repo.git"),
+        &[&format!("{new}:refs/heads/x")],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    hook(&repo, "pre-receive", "exit 1\n");
+    commit(&wc, "refused");
+    let out = push(&wc, &gitd.url("/repo.git"), &["HEAD:refs/heads/y"]);
+    assert!(!out.status.success());
+    assert_eq!(quarantines(&repo).len(), 2);
+    drop(live);
+    fsck(&repo);
 }

@@ -109,7 +109,10 @@ where
     let mut quarantine = None;
     if !commands.delete_only() {
         let created = blocking(repo, |r| {
-            Ok(quarantine::Quarantine::create(r.objects.store_ref().path()))
+            let objects = r.objects.store_ref().path();
+            // What a killed gitd left here goes before a new one comes.
+            quarantine::sweep(objects);
+            Ok(quarantine::Quarantine::create(objects))
         })
         .await?;
         let received = match created {

@@ -137,13 +137,19 @@ pub async fn receive<S: AsyncRead + AsyncWrite + Unpin>(
     let (tx, rx) = mpsc::channel(8);
     let interrupt = Arc::new(AtomicBool::new(false));
     let starving = Arc::new(AtomicBool::new(false));
-    // A dropped connection future stops the indexer, wherever it is.
-    let _stop = StopOnDrop(Arc::clone(&interrupt));
+    let finished = Arc::new(AtomicBool::new(false));
+    // A dropped connection future stops the indexer, wherever it is: a closed
+    // channel ends its input, the interrupt flag its work after the input.
+    let _stop = StopOnDrop {
+        interrupt: Arc::clone(&interrupt),
+        input_finished: Arc::clone(&finished),
+    };
     let input = ChannelReader {
         rx,
         buf: first,
         pos: 0,
         starving: Arc::clone(&starving),
+        finished,
         failure: None,
     };
     let (repo, flag) = (repo.clone(), Arc::clone(&interrupt));
@@ -171,7 +177,6 @@ pub async fn receive<S: AsyncRead + AsyncWrite + Unpin>(
             done = &mut indexer => return Ok(done?),
             () = tokio::time::sleep_until(deadline) => {
                 if starving.load(Ordering::Relaxed) && tx.is_some() {
-                    interrupt.store(true, Ordering::Relaxed);
                     drop(tx.take());
                     let _ = indexer.await;
                     return Err(timed_out());
@@ -196,7 +201,6 @@ pub async fn receive<S: AsyncRead + AsyncWrite + Unpin>(
                         continue;
                     }
                     Err(e) => {
-                        interrupt.store(true, Ordering::Relaxed);
                         drop(tx.take());
                         let _ = indexer.await;
                         return Err(e);
@@ -212,12 +216,20 @@ pub async fn receive<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
-/// Sets the indexer's interrupt flag when the receiving future goes away.
-struct StopOnDrop(Arc<AtomicBool>);
+/// Sets the indexer's interrupt flag when the receiving future goes away, once
+/// the indexer has read all its input: gix-pack panics when its input reader
+/// is interrupted between two reads of the same bytes, and a thread that
+/// panics may not get to remove the quarantine before the process exits.
+struct StopOnDrop {
+    interrupt: Arc<AtomicBool>,
+    input_finished: Arc<AtomicBool>,
+}
 
 impl Drop for StopOnDrop {
     fn drop(&mut self) {
-        self.0.store(true, Ordering::Relaxed);
+        if self.input_finished.load(Ordering::Acquire) {
+            self.interrupt.store(true, Ordering::Relaxed);
+        }
     }
 }
 
@@ -344,6 +356,8 @@ struct ChannelReader {
     pos: usize,
     /// Set while the indexer waits for bytes: only then is a silent client late.
     starving: Arc<AtomicBool>,
+    /// Set once the input has ended (or failed): the indexer may be interrupted.
+    finished: Arc<AtomicBool>,
     /// The reason the connection side stopped the input, if it did.
     failure: Option<String>,
 }
@@ -360,10 +374,14 @@ impl ChannelReader {
                     self.pos = 0;
                 }
                 Some(Err(reason)) => {
+                    self.finished.store(true, Ordering::Release);
                     self.failure = Some(reason.clone());
                     return Err(std::io::Error::other(reason));
                 }
-                None => return Ok(()), // end of input
+                None => {
+                    self.finished.store(true, Ordering::Release);
+                    return Ok(()); // end of input
+                }
             }
         }
         Ok(())
