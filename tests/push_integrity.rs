@@ -292,3 +292,56 @@ fn quarantines_go_on_every_exit() {
     drop(live);
     fsck(&repo);
 }
+
+/// The peak resident memory of a process, in KiB (`VmHWM`).
+fn peak_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn a_big_blob_is_indexed_in_bounded_memory() {
+    const MIB: u64 = 1 << 20;
+    let dir = scratch("push-big-blob");
+    let repo = fixture(&dir, "repo.git", 3);
+    let wc = work(&dir, &repo, "wc");
+    // 96 MiB of zeros: a pack of about 100 KiB.
+    let file = std::fs::File::create(wc.join("zeros.bin")).unwrap();
+    file.set_len(96 * MIB).unwrap();
+    drop(file);
+    git(&wc, &["add", "zeros.bin"]);
+    git(&wc, &["commit", "-q", "-m", "zeros"]);
+    let new = git(&wc, &["rev-parse", "HEAD"]).trim().to_string();
+    let gitd = gitd(&dir);
+    let url = gitd.url("/repo.git");
+    let before = peak_kib(gitd.child.id());
+
+    let out = push(&wc, &url, &["HEAD:refs/heads/main"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let grown = peak_kib(gitd.child.id()) - before;
+    // Holding the blob whole would take 96 MiB at least.
+    assert!(grown < 40 * 1024, "peak grew by {grown} KiB");
+    assert_eq!(rev(&repo, "main").as_deref(), Some(new.as_str()));
+    fsck(&repo);
+
+    // Two big blobs of one pack, one a delta of the other: the base is resolved
+    // whole, and both are in the index.
+    let mut content = vec![7u8; 40 * MIB as usize];
+    for (i, b) in content.iter_mut().enumerate().step_by(4096) {
+        *b = (i / 4096) as u8;
+    }
+    std::fs::write(wc.join("a.bin"), &content).unwrap();
+    content[12345] ^= 0xff;
+    std::fs::write(wc.join("b.bin"), &content).unwrap();
+    git(&wc, &["add", "a.bin", "b.bin"]);
+    git(&wc, &["commit", "-q", "-m", "pair"]);
+    let pair = git(&wc, &["rev-parse", "HEAD"]).trim().to_string();
+    let out = push(&wc, &url, &["HEAD:refs/heads/pair"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(rev(&repo, "pair").as_deref(), Some(pair.as_str()));
+    for f in ["a.bin", "b.bin", "zeros.bin"] {
+        assert!(has_object(&repo, &format!("{pair}:{f}")), "{f}");
+    }
+    fsck(&repo);
+}

@@ -22,6 +22,7 @@ pub mod connectivity;
 pub mod execute;
 pub mod fsck;
 pub mod hooks;
+pub mod index_pack;
 pub mod output;
 pub mod quarantine;
 pub mod unpack;

@@ -241,40 +241,27 @@ fn index(
     interrupt: &AtomicBool,
 ) -> std::result::Result<Unpacked, UnpackError> {
     let repo = repo.to_thread_local();
-    let options = gix_pack::bundle::write::Options {
-        thread_limit: Some(1),
-        iteration_mode: gix_pack::data::input::Mode::Verify,
-        index_version: gix_pack::index::Version::default(),
-        // No single object may claim more memory than this: a hostile header
-        // cannot make the indexer allocate gigabytes.
-        alloc_limit_bytes: Some(MAX_OBJECT_ALLOC),
-        compression: gix::zlib::Compression::BEST_SPEED,
-    };
     let pack_dir = quarantine.pack_dir();
-    let outcome = gix_pack::Bundle::write_to_directory(
+    // No single object may claim more memory than MAX_OBJECT_ALLOC: a hostile
+    // header cannot make the indexer allocate gigabytes.
+    let objects = super::index_pack::write(
         &mut input,
-        Some(&pack_dir),
-        &mut gix::utils::progress::Discard,
+        &pack_dir,
+        repo.objects.clone(),
         interrupt,
-        Some(repo.objects.clone()),
-        gix::hash::Kind::Sha1,
-        options,
+        MAX_OBJECT_ALLOC,
     )
-    .map_err(|e| {
+    .map_err(|detail| {
         // Our own reasons (size, hang-up) travel as the read error's message.
-        let detail = match input.failure.take() {
-            Some(reason) => reason,
-            None => describe(&e),
-        };
         UnpackError {
             status: String::new(),
-            detail: Some(detail),
+            detail: Some(input.failure.take().unwrap_or(detail)),
             messages: Vec::new(),
         }
     })?;
     Ok(Unpacked {
         quarantine,
-        objects: outcome.index.num_objects,
+        objects,
         warnings: Vec::new(),
     })
 }
@@ -337,17 +324,6 @@ fn fsck_pack(unpacked: Unpacked) -> std::result::Result<Unpacked, UnpackError> {
 
 /// The largest single allocation the indexer may make for one object or delta.
 const MAX_OBJECT_ALLOC: usize = 1 << 30;
-
-/// The most telling line of a gix error chain: its innermost cause.
-fn describe(err: &gix::Error) -> String {
-    let cause = err.probable_cause().to_string();
-    let top = err.to_string();
-    if cause == top || cause.is_empty() {
-        top
-    } else {
-        format!("{top}: {cause}")
-    }
-}
 
 /// The pack bytes as a blocking `BufRead`, fed by the connection task.
 struct ChannelReader {
