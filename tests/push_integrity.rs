@@ -325,6 +325,26 @@ fn a_big_blob_is_indexed_in_bounded_memory() {
     assert_eq!(rev(&repo, "main").as_deref(), Some(new.as_str()));
     fsck(&repo);
 
+    // 64 MiB that do not compress: a pack as large as the blob.
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let noise: Vec<u8> = (0..8 * MIB)
+        .flat_map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x.to_le_bytes()
+        })
+        .collect();
+    std::fs::write(wc.join("noise.bin"), &noise).unwrap();
+    drop(noise);
+    git(&wc, &["add", "noise.bin"]);
+    git(&wc, &["commit", "-q", "-m", "noise"]);
+    let out = push(&wc, &url, &["HEAD:refs/heads/noise"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let grown = peak_kib(gitd.child.id()) - before;
+    assert!(grown < 40 * 1024, "peak grew by {grown} KiB");
+    fsck(&repo);
+
     // Two big blobs of one pack, one a delta of the other: the base is resolved
     // whole, and both are in the index.
     let mut content = vec![7u8; 40 * MIB as usize];
@@ -344,4 +364,53 @@ fn a_big_blob_is_indexed_in_bounded_memory() {
         assert!(has_object(&repo, &format!("{pair}:{f}")), "{f}");
     }
     fsck(&repo);
+}
+
+#[test]
+fn thin_pushes_are_completed_from_the_repository() {
+    let dir = scratch("push-thin");
+    let repo = fixture(&dir, "repo.git", 3);
+    let wc = work(&dir, &repo, "wc");
+    let text: String = (0..20_000).map(|i| format!("line {i}\n")).collect();
+    std::fs::write(wc.join("text"), &text).unwrap();
+    git(&wc, &["add", "text"]);
+    git(&wc, &["commit", "-q", "-m", "text"]);
+    let gitd = gitd(&dir);
+    let url = gitd.url("/repo.git");
+    let out = push(&wc, &url, &["HEAD:refs/heads/main"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // One line changed: the client sends a delta against the server's blob.
+    std::fs::write(wc.join("text"), text.replace("line 777\n", "line 777!\n")).unwrap();
+    git(&wc, &["commit", "-q", "-a", "-m", "edit"]);
+    let new = git(&wc, &["rev-parse", "HEAD"]).trim().to_string();
+    let out = push(&wc, &url, &["--progress", "HEAD:refs/heads/main"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("Total 3 (delta 2)"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(rev(&repo, "main").as_deref(), Some(new.as_str()));
+    fsck(&repo);
+    // The pack of that push holds the base it was sent without.
+    let counts = git(&repo, &["count-objects", "-v"]);
+    let in_pack: usize = counts
+        .lines()
+        .find_map(|l| l.strip_prefix("in-pack: "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(in_pack >= 3 + 3 + 2, "{counts}");
+    let clone = dir.join("clone");
+    let out = support::git_bounded(
+        &dir,
+        &["clone", "-q", &url, clone.to_str().unwrap()],
+        PUSH_TIMEOUT,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read_to_string(clone.join("text")).unwrap().len(),
+        text.len() + 1
+    );
 }

@@ -21,44 +21,11 @@ use gix::ObjectId;
 use gix_pack::data::entry::Header;
 use gix_pack::data::input;
 
+use super::pack_stream::{self, Meta};
+
 /// Objects at least this large are hashed as they inflate when nothing needs
 /// them whole.
 pub const STREAM_THRESHOLD: u64 = 32 << 20;
-
-/// What one entry of the pack needs for the index (a compact `input::Entry`).
-struct Meta {
-    header: Header,
-    offset: u64,
-    compressed_size: u64,
-    decompressed_size: u64,
-    crc32: u32,
-    header_size: u16,
-}
-
-/// The pack file being written: gix-pack's writer needs to read and seek it too.
-struct PackFile(BufWriter<std::fs::File>);
-
-impl Read for PackFile {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.0.flush()?;
-        self.0.get_mut().read(buf)
-    }
-}
-
-impl Write for PackFile {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.write(buf)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.0.flush()
-    }
-}
-
-impl Seek for PackFile {
-    fn seek(&mut self, pos: io::SeekFrom) -> io::Result<u64> {
-        self.0.seek(pos)
-    }
-}
 
 /// Removes a temporary file unless it was renamed into place.
 struct Temp(Option<PathBuf>);
@@ -98,42 +65,17 @@ pub fn write(
         .create_new(true)
         .open(tmp_pack.0.as_ref().expect("set"))
         .map_err(io_err)?;
-    let entries = input::BytesToEntriesIter::new_from_header(
-        input,
-        input::Mode::Verify,
-        input::EntryDataMode::KeepAndCrc32,
-        gix::hash::Kind::Sha1,
-    )
-    .map_err(gix_err)?;
-    let version = entries.version();
-    let entries = input::LookupRefDeltaObjectsIter::new(
-        entries,
-        thin_bases,
-        gix::zlib::Compression::BEST_SPEED,
-    );
-    let entries = input::EntriesToBytesIter::new(
-        entries,
-        PackFile(BufWriter::with_capacity(64 * 1024, file)),
-        version,
-        gix::hash::Kind::Sha1,
-    );
-    let mut metas = Vec::new();
-    let mut trailer = None;
-    for entry in entries {
-        let e = entry.map_err(gix_err)?;
-        trailer = e.trailer.or(trailer);
-        metas.push(Meta {
-            header: e.header,
-            offset: e.pack_offset,
-            compressed_size: e.compressed_size,
-            decompressed_size: e.decompressed_size,
-            crc32: e.crc32.expect("computed in KeepAndCrc32 mode"),
-            header_size: e.header_size,
-        });
-    }
-    let Some(pack_hash) = trailer else {
+    let (mut metas, pack_hash, version, mut file) =
+        pack_stream::read(input, file, interrupt).map_err(io_err)?;
+    let Some(mut pack_hash) = pack_hash else {
         return Ok(0); // an empty pack: nothing to keep
     };
+    if let Some(hash) =
+        pack_stream::fix_thin(&mut file, &mut metas, &thin_bases, version).map_err(io_err)?
+    {
+        pack_hash = hash;
+    }
+    drop(file);
     let pack_path = tmp_pack.0.clone().expect("set");
     let map = {
         let file = std::fs::File::open(&pack_path).map_err(io_err)?;
@@ -167,8 +109,12 @@ pub fn write(
         if m.decompressed_size < STREAM_THRESHOLD || ofs_bases.contains(&m.offset) {
             continue;
         }
-        let start = m.offset as usize + usize::from(m.header_size);
-        let compressed = &map[start..start + m.compressed_size as usize];
+        // Read, not through the mapping: touched pages of a mapping count as
+        // resident memory, and this object may be as large as the pack.
+        let mut file = std::fs::File::open(&pack_path).map_err(io_err)?;
+        file.seek(io::SeekFrom::Start(m.offset + u64::from(m.header_size)))
+            .map_err(io_err)?;
+        let compressed = io::BufReader::with_capacity(64 * 1024, file.take(m.compressed_size));
         let id =
             hash_streaming(kind, m.decompressed_size, compressed, interrupt).map_err(io_err)?;
         if !ref_bases.contains(&id) {
@@ -265,7 +211,7 @@ fn finish(dir: &Path, hash: ObjectId, pack: Temp, idx: Temp, n: usize) -> io::Re
 fn hash_streaming(
     kind: gix::objs::Kind,
     size: u64,
-    compressed: &[u8],
+    compressed: impl BufRead,
     interrupt: &AtomicBool,
 ) -> io::Result<ObjectId> {
     let mut hasher = gix::hash::hasher(gix::hash::Kind::Sha1);

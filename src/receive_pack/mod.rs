@@ -24,6 +24,7 @@ pub mod fsck;
 pub mod hooks;
 pub mod index_pack;
 pub mod output;
+pub mod pack_stream;
 pub mod quarantine;
 pub mod unpack;
 pub mod update;
