@@ -1,8 +1,9 @@
 //! Receiving the pushed pack into the quarantine.
 //!
-//! gix-pack's bundle writer indexes the pack as it streams in (completing thin
-//! packs from the repository's objects, as `index-pack --fix-thin` does) and writes
-//! pack and index into the quarantine's `pack/`. It is blocking work, so it runs on
+//! [`index_pack`](super::index_pack) reads the pack as it streams in, completes a
+//! thin pack from the repository's objects (as `index-pack --fix-thin` does) and
+//! writes pack and index into the quarantine's `pack/`; with `receive.fsckObjects`
+//! every object is then checked ([`fsck`](super::fsck)). It is blocking work, so it runs on
 //! a blocking thread fed through a small bounded channel by the connection task:
 //! a slow pusher slows down its own push, and at most a few chunks are in memory.
 
