@@ -122,6 +122,8 @@ fn serve(args: ServeArgs, matches: &ArgMatches) -> ExitCode {
     });
     // Blocking pack threads of abandoned requests must not keep the process alive.
     runtime.shutdown_timeout(Duration::from_secs(1));
+    // Nor leave their pushes' quarantines behind.
+    gitd::receive_pack::quarantine::remove_abandoned();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -17,6 +17,7 @@ use tracing::{info, warn};
 
 use crate::handler::Handler;
 use crate::policy::Policy;
+use crate::receive_pack::quarantine;
 use crate::shutdown::Activity;
 use crate::{Result, notify};
 
@@ -87,6 +88,7 @@ pub async fn run(
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
 
     notify::ready();
+    sweep_quarantines(&config);
     crate::memory::release_start_up_code();
     let watchdog = notify::watchdog_interval().map(|every| {
         tokio::spawn(async move {
@@ -165,6 +167,18 @@ pub async fn run(
         w.abort();
     }
     Ok(())
+}
+
+/// Remove in the background what pushes of a killed gitd left in the served
+/// repositories (see [`quarantine::sweep_under`]).
+fn sweep_quarantines(config: &Config) {
+    let roots: Vec<std::path::PathBuf> = match &config.policy.base_path {
+        Some(base) => vec![base.clone()],
+        None => config.policy.whitelist.clone(),
+    };
+    if !roots.is_empty() {
+        tokio::task::spawn_blocking(move || quarantine::sweep_under(&roots));
+    }
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

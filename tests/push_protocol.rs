@@ -62,12 +62,15 @@ fn a_push_cut_off_mid_pack_changes_nothing() {
         gitd.logs()
     );
 
-    // A pusher that sends everything and leaves while pre-receive runs.
+    // A pusher that sends everything and leaves while pre-receive runs (with
+    // side-band, so that gitd can tell leaving from half-closing).
     hook(&repo, "pre-receive", "cat >/dev/null\nsleep 1\n");
     let mut raw = Raw::connect(gitd.port);
     raw.send_pkt(b"git-receive-pack /repo.git\0host=127.0.0.1\0");
     raw.read_until_flush();
-    raw.send_pkt(format!("{old} {new} refs/heads/main\0 report-status quiet").as_bytes());
+    raw.send_pkt(
+        format!("{old} {new} refs/heads/main\0 report-status side-band-64k quiet").as_bytes(),
+    );
     raw.send(b"0000");
     raw.send(&pack);
     std::thread::sleep(Duration::from_millis(300));
@@ -88,6 +91,45 @@ fn a_push_cut_off_mid_pack_changes_nothing() {
     let out = push(&wc, &gitd.url("/repo.git"), &["main"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(rev(&repo, "main").as_deref(), Some(new.as_str()));
+    fsck(&repo);
+}
+
+#[test]
+fn a_complete_push_then_a_half_close_is_applied_and_reported() {
+    let dir = scratch("push-half-close");
+    let repo = fixture(&dir, "repo.git", 3);
+    let wc = work(&dir, &repo, "wc");
+    let gitd = gitd(&dir);
+    let mut old = rev(&repo, "main").unwrap();
+    // A pre-receive hook that takes a moment: the end of stream is long in by then.
+    hook(&repo, "pre-receive", "cat >/dev/null\nsleep 0.3\n");
+    for caps in ["report-status", "report-status side-band-64k"] {
+        let new = commit(&wc, &format!("half-{}", caps.len()));
+        let pack = pack_of(&wc, &format!("{new}\n^{old}"));
+        let mut raw = Raw::connect(gitd.port);
+        raw.send_pkt(b"git-receive-pack /repo.git\0host=127.0.0.1\0");
+        raw.read_until_flush();
+        raw.send_pkt(format!("{old} {new} refs/heads/main\0 {caps} quiet").as_bytes());
+        raw.send(b"0000").send(&pack);
+        raw.stream.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut answer = Vec::new();
+        std::io::Read::read_to_end(&mut raw.stream, &mut answer).unwrap();
+        let report = if caps.contains("side-band") {
+            let mut bytes = b"0000".to_vec();
+            bytes.extend_from_slice(&answer);
+            demux(&bytes).1
+        } else {
+            support::pkt_lines(&answer)
+        };
+        assert_eq!(
+            report,
+            ["unpack ok\n", "ok refs/heads/main\n", "0000"],
+            "{caps}"
+        );
+        assert_eq!(rev(&repo, "main").as_deref(), Some(new.as_str()), "{caps}");
+        old = new;
+    }
+    assert!(quarantines(&repo).is_empty());
     fsck(&repo);
 }
 

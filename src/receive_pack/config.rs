@@ -58,8 +58,13 @@ pub struct ReceiveConfig {
     pub max_input_size: u64,
     /// `core.hooksPath`, as written.
     pub hooks_path: Option<BString>,
-    /// `receive.fsckObjects` or `transfer.fsckObjects`: not supported, logged.
+    /// `receive.fsckObjects` or `transfer.fsckObjects`: check every pushed object
+    /// ([`fsck`](super::fsck)).
     pub fsck_objects: bool,
+    /// `receive.unpackLimit` or `transfer.unpackLimit` (default 100). gitd always
+    /// keeps the pack as it came, but names the unpacker git would have run below
+    /// the limit (`unpack-objects`) in its unpack errors.
+    pub unpack_limit: u32,
 }
 
 impl ReceiveConfig {
@@ -92,6 +97,10 @@ impl ReceiveConfig {
                 .map_or(0, |v| v.max(0) as u64),
             hooks_path: snapshot.string("core.hooksPath"),
             fsck_objects: fsck,
+            unpack_limit: snapshot
+                .integer("receive.unpackLimit")
+                .or_else(|| snapshot.integer("transfer.unpackLimit"))
+                .map_or(100, |v| v.clamp(0, i64::from(u32::MAX)) as u32),
         }
     }
 

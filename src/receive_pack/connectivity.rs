@@ -12,7 +12,9 @@
 use std::collections::HashSet;
 
 use gix::ObjectId;
-use gix::objs::{CommitRefIter, Exists, Find, Kind};
+use gix::objs::{CommitRefIter, Exists, Find, FindHeader, Kind};
+
+use super::fsck;
 
 use crate::Result;
 
@@ -40,6 +42,9 @@ pub struct Checker {
     their_shallow: HashSet<ObjectId>,
     /// Pushed objects whose whole closure is known to be present.
     good: HashSet<ObjectId>,
+    /// What git's `rev-list` would have told the pusher about an object it could
+    /// not parse (`error: …` lines, then `fatal: …`).
+    pub messages: Vec<String>,
 }
 
 impl Checker {
@@ -63,6 +68,7 @@ impl Checker {
             incoming,
             their_shallow,
             good: HashSet::new(),
+            messages: Vec::new(),
         })
     }
 
@@ -80,19 +86,38 @@ impl Checker {
             if self.good.contains(&id) || !seen.insert(id) || self.exists(&id) {
                 continue;
             }
-            let Some(data) = self.incoming.try_find(&id, &mut buf)? else {
+            // Blobs are not read: one may be larger than the memory gitd has.
+            let Some(header) = self.incoming.try_header(&id)? else {
                 if self.repo.has_object(id) {
                     continue;
                 }
                 return Ok(Verdict::Missing);
             };
+            if header.kind == Kind::Blob {
+                continue;
+            }
+            let Some(data) = self.incoming.try_find(&id, &mut buf)? else {
+                return Ok(Verdict::Missing);
+            };
+            if let Err(why) = fsck::parse(&id, data.kind, data.data) {
+                // git's rev-list: the parser's error, then it gives up on the object.
+                if data.kind == Kind::Tree {
+                    self.messages.push(format!("fatal: {why}\n"));
+                } else {
+                    self.messages.push(format!("error: {why}\n"));
+                    self.messages.push(format!("fatal: bad object {id}\n"));
+                }
+                return Ok(Verdict::Missing);
+            }
             match data.kind {
                 Kind::Blob => {}
                 Kind::Tree => {
                     for entry in
                         gix::objs::TreeRefIter::from_bytes(data.data, gix::hash::Kind::Sha1)
                     {
-                        let entry = entry?;
+                        let Ok(entry) = entry else {
+                            return Ok(self.unreadable(id));
+                        };
                         // Submodule commits live in other repositories.
                         if !entry.mode.is_commit() {
                             stack.push(entry.oid.to_owned());
@@ -104,17 +129,31 @@ impl Checker {
                         return Ok(Verdict::Shallow);
                     }
                     let commit = || CommitRefIter::from_bytes(data.data, gix::hash::Kind::Sha1);
-                    stack.push(commit().tree_id()?);
+                    let Ok(tree) = commit().tree_id() else {
+                        return Ok(self.unreadable(id));
+                    };
+                    stack.push(tree);
                     stack.extend(commit().parent_ids());
                 }
                 Kind::Tag => {
                     let tag = gix::objs::TagRefIter::from_bytes(data.data, gix::hash::Kind::Sha1);
-                    stack.push(tag.target_id()?);
+                    let Ok(target) = tag.target_id() else {
+                        return Ok(self.unreadable(id));
+                    };
+                    stack.push(target);
                 }
             }
         }
         // Everything this walk saw is complete.
         self.good.extend(seen);
         Ok(Verdict::Connected)
+    }
+
+    /// An object git's parser took but gix's does not: it cannot be walked.
+    fn unreadable(&mut self, id: ObjectId) -> Verdict {
+        if self.messages.is_empty() {
+            self.messages.push(format!("fatal: bad object {id}\n"));
+        }
+        Verdict::Missing
     }
 }

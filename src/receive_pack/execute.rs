@@ -61,7 +61,7 @@ impl Push<'_> {
             return Ok(());
         }
         if let Some(q) = &quarantine {
-            self.check_connectivity(q, cmds).await?;
+            self.check_connectivity(out, q, cmds).await?;
         }
         for cmd in cmds.iter_mut() {
             if cmd.error.is_none() && self.cfg.is_hidden(cmd.name.as_ref()) {
@@ -94,10 +94,11 @@ impl Push<'_> {
             discard(quarantine).await;
             return Ok(());
         }
-        // A pusher that hung up (interrupted while pre-receive ran) would never
+        // A pusher that is gone (interrupted while pre-receive ran) would never
         // learn what became of its push: change nothing, as if it had hung up
-        // a moment earlier.
-        if out.hung_up().await {
+        // a moment earlier. One that only closed its sending side waits for the
+        // report.
+        if out.gone_after_request().await {
             for cmd in cmds.iter_mut() {
                 cmd.fail("the client hung up");
             }
@@ -128,20 +129,30 @@ impl Push<'_> {
     }
 
     /// Walk from every new value through the quarantined objects.
-    async fn check_connectivity(&self, q: &Quarantine, cmds: &mut [Command]) -> Result<()> {
+    async fn check_connectivity<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        out: &mut Remote<'_, S>,
+        q: &Quarantine,
+        cmds: &mut [Command],
+    ) -> Result<()> {
         let dir = q.dir().to_owned();
         let shallow = self.shallow.to_vec();
         let tips: Vec<Option<ObjectId>> = cmds
             .iter()
             .map(|c| (!c.is_delete()).then_some(c.new))
             .collect();
-        let verdicts = blocking(self.repo, move |repo| {
+        let (verdicts, messages) = blocking(self.repo, move |repo| {
             let mut checker = Checker::new(repo, &dir, &shallow)?;
-            tips.into_iter()
+            let verdicts = tips
+                .into_iter()
                 .map(|tip| tip.map(|t| checker.check(t)).transpose())
-                .collect::<Result<Vec<_>>>()
+                .collect::<Result<Vec<_>>>()?;
+            Ok((verdicts, checker.messages))
         })
         .await?;
+        for m in &messages {
+            out.send(m.as_bytes()).await;
+        }
         for (cmd, verdict) in cmds.iter_mut().zip(verdicts) {
             match verdict {
                 Some(Verdict::Missing) => cmd.fail("missing necessary objects"),

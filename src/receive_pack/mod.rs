@@ -20,8 +20,11 @@ pub mod commands;
 pub mod config;
 pub mod connectivity;
 pub mod execute;
+pub mod fsck;
 pub mod hooks;
+pub mod index_pack;
 pub mod output;
+pub mod pack_stream;
 pub mod quarantine;
 pub mod unpack;
 pub mod update;
@@ -77,9 +80,6 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let cfg = blocking(repo, |r| Ok(ReceiveConfig::from_repo(r))).await?;
-    if cfg.fsck_objects {
-        warn!("receive.fsckObjects is set but gitd does not check objects beyond their format");
-    }
     let refs = blocking(repo, refs::collect).await?;
     let alternates = blocking(repo, |r| Ok(alternate_tips(r))).await?;
     // git has no push in protocol v2: its receive-pack answers a v2 request in v0.
@@ -107,37 +107,54 @@ where
     // The pack, unless the push only deletes.
     let mut unpack_error = None;
     let mut unpack_detail = None;
+    let mut unpack_messages = Vec::new();
     let mut quarantine = None;
     if !commands.delete_only() {
         let created = blocking(repo, |r| {
-            Ok(quarantine::Quarantine::create(r.objects.store_ref().path()))
+            let objects = r.objects.store_ref().path();
+            // What a killed gitd left here goes before a new one comes.
+            quarantine::sweep(objects);
+            Ok(quarantine::Quarantine::create(objects))
         })
         .await?;
         let received = match created {
-            Ok(q) => unpack::receive(conn, repo, q, input_limit(settings, &cfg)).await?,
+            Ok(q) => {
+                let checks = unpack::Checks {
+                    limit: input_limit(settings, &cfg),
+                    fsck: cfg.fsck_objects,
+                    unpack_limit: cfg.unpack_limit,
+                };
+                unpack::receive(conn, repo, q, checks).await?
+            }
             Err(e) => {
                 // A read-only repository, most likely: git's words, and why in the log.
                 warn!("cannot create a quarantine directory: {e}");
                 Err(unpack::UnpackError {
                     status: "unable to create temporary object directory".into(),
                     detail: None,
+                    messages: Vec::new(),
                 })
             }
         };
         match received {
             Ok(unpacked) => {
                 stats.objects = unpacked.objects;
+                unpack_messages = unpacked.warnings;
                 quarantine = Some(unpacked.quarantine);
             }
             Err(e) => {
                 info!("push refused: unpack {}", e.status);
                 unpack_error = Some(e.status);
                 unpack_detail = e.detail;
+                unpack_messages = e.messages;
             }
         }
     }
 
     let mut out = Remote::new(conn, caps.side_band_64k);
+    for line in unpack_messages {
+        out.send(format!("{line}\n").as_bytes()).await;
+    }
     if let Some(detail) = unpack_detail {
         out.send(format!("fatal: {detail}\n").as_bytes()).await;
     }
@@ -360,6 +377,7 @@ mod tests {
             max_input_size: 0,
             hooks_path: None,
             fsck_objects: false,
+            unpack_limit: 100,
         };
         let caps = capabilities(&repo_cfg);
         assert!(caps.starts_with(

@@ -48,6 +48,25 @@ impl<'c, S: AsyncRead + AsyncWrite + Unpin> Remote<'c, S> {
         self.gone
     }
 
+    /// Whether the pusher has gone, once its request is complete. Its end of
+    /// stream proves nothing then: git's client may half-close and wait for the
+    /// report, and git's receive-pack applies such a push. A client that closed
+    /// for good answers our next bytes with a reset, and the write after that
+    /// fails: with side-band two keepalives (which git's client ignores) are that
+    /// probe. (A read cannot tell: after the client's FIN it returns end of
+    /// stream, reset or not.) Without side-band only an earlier failed write
+    /// tells.
+    pub async fn gone_after_request(&mut self) -> bool {
+        if self.sideband && !self.reported {
+            self.keepalive().await;
+            // Over loopback the reset is in before the first write returns;
+            // elsewhere it may come later, and the push goes through as git's would.
+            tokio::task::yield_now().await;
+            self.keepalive().await;
+        }
+        self.gone
+    }
+
     /// Text for the pusher, sent as it is (hooks' output).
     pub async fn send(&mut self, bytes: &[u8]) {
         if !self.sideband {

@@ -5,16 +5,37 @@
 //! happens only after the pack is complete, connected and accepted by
 //! `pre-receive`. Dropping a `Quarantine` (a failed push, a dropped connection)
 //! removes the directory, so a push that does not finish leaves nothing behind.
+//!
+//! Two more exits are covered. gitd stopping with pushes still running (after
+//! its grace period) removes the quarantines still alive ([`remove_abandoned`]):
+//! their owners may be blocked threads that never get to drop them. And a gitd
+//! that was killed outright leaves its quarantines behind, so each holds a lock
+//! file (`gitd.lock`, flocked while its owner lives); [`sweep`] removes the ones
+//! whose lock is free, never one of another live gitd, nor one of git's own
+//! receive-pack (which has no lock file).
 
 use std::ffi::OsString;
+use std::fs::File;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use tracing::warn;
 
 /// The prefix git uses, so that `git prune` removes leftovers of a killed server.
 const PREFIX: &str = "tmp_objdir-incoming-";
+
+/// The lock file that marks a quarantine as gitd's, locked while its owner lives.
+const LOCK: &str = "gitd.lock";
+
+/// Quarantines of this process not yet removed or migrated.
+static LIVE: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+fn live() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
+    LIVE.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// A temporary object directory; removed on drop unless migrated.
 #[derive(Debug)]
@@ -23,6 +44,8 @@ pub struct Quarantine {
     dir: PathBuf,
     /// The repository's `objects`.
     objects: PathBuf,
+    /// `gitd.lock`, flocked for as long as this process has the quarantine.
+    _lock: File,
 }
 
 impl Quarantine {
@@ -40,9 +63,20 @@ impl Quarantine {
             let dir = objects.join(format!("{PREFIX}{}", suffix(tag)));
             match std::fs::create_dir(&dir) {
                 Ok(()) => {
+                    live().push(dir.clone());
+                    let lock = match File::create(dir.join(LOCK)).and_then(|f| flock(f, true)) {
+                        Ok(Some(f)) => f,
+                        other => {
+                            remove(&dir);
+                            return Err(other.err().unwrap_or_else(|| {
+                                io::Error::other("the new lock file is locked")
+                            }));
+                        }
+                    };
                     let q = Quarantine {
                         dir,
                         objects: objects.to_owned(),
+                        _lock: lock,
                     };
                     std::fs::create_dir(q.pack_dir())?;
                     return Ok(q);
@@ -85,6 +119,11 @@ impl Quarantine {
     /// ever finds an index without its pack. A file that already exists there has
     /// the same content (packs are named by their checksum) and is left as it is.
     pub fn migrate(self) -> io::Result<Migrated> {
+        // Not at the same time as the removal at exit: never half a pack moved.
+        let live = live();
+        if !live.contains(&self.dir) {
+            return Err(io::Error::other("the quarantine was removed"));
+        }
         let target = self.objects.join("pack");
         let mut files: Vec<PathBuf> = std::fs::read_dir(self.pack_dir())?
             .map(|e| e.map(|e| e.path()))
@@ -114,11 +153,116 @@ impl Quarantine {
 
 impl Drop for Quarantine {
     fn drop(&mut self) {
-        if let Err(e) = std::fs::remove_dir_all(&self.dir)
+        remove(&self.dir);
+    }
+}
+
+/// Remove a quarantine of this process and forget it.
+fn remove(dir: &Path) {
+    let mut live = live();
+    if let Err(e) = std::fs::remove_dir_all(dir)
+        && e.kind() != io::ErrorKind::NotFound
+    {
+        warn!("cannot remove {}: {e}", dir.display());
+    }
+    live.retain(|d| d != dir);
+}
+
+/// At exit: remove the quarantines of pushes that did not finish.
+pub fn remove_abandoned() {
+    let dirs = std::mem::take(&mut *live());
+    for dir in dirs {
+        if let Err(e) = std::fs::remove_dir_all(&dir)
             && e.kind() != io::ErrorKind::NotFound
         {
-            warn!("cannot remove {}: {e}", self.dir.display());
+            warn!("cannot remove {}: {e}", dir.display());
         }
+    }
+}
+
+/// Remove the quarantines in `objects` that a gitd left behind: those with a lock
+/// file nobody holds. Returns how many went. Bounded: at most 10 000 entries of
+/// `objects` are looked at.
+pub fn sweep(objects: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(objects) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten().take(10_000) {
+        let name = entry.file_name();
+        if !name.to_string_lossy().starts_with(PREFIX) {
+            continue;
+        }
+        let dir = entry.path();
+        let Ok(file) = File::options().read(true).write(true).open(dir.join(LOCK)) else {
+            continue; // not gitd's
+        };
+        // Held while removing, so that no other gitd sweeps it at the same time.
+        if let Ok(Some(_held)) = flock(file, false) {
+            match std::fs::remove_dir_all(&dir) {
+                Ok(()) => removed += 1,
+                Err(e) => warn!("cannot remove {}: {e}", dir.display()),
+            }
+        }
+    }
+    if removed > 0 {
+        tracing::info!(
+            "removed {removed} quarantine(s) left by an earlier gitd in {}",
+            objects.display()
+        );
+    }
+    removed
+}
+
+/// At start: [`sweep`] the repositories under `roots` (the base path or the
+/// whitelist), without following symbolic links, at most 4 levels down and 10 000
+/// directories in all; repositories beyond are swept by their next push.
+pub fn sweep_under(roots: &[PathBuf]) -> usize {
+    let mut removed = 0;
+    let mut budget = 10_000usize;
+    let mut stack: Vec<(PathBuf, usize)> = roots.iter().map(|r| (r.clone(), 0)).collect();
+    while let Some((dir, depth)) = stack.pop() {
+        if budget == 0 {
+            break;
+        }
+        budget -= 1;
+        for objects in [dir.join("objects"), dir.join(".git/objects")] {
+            if objects.join("pack").is_dir() {
+                removed += sweep(&objects);
+            }
+        }
+        if depth >= 4 {
+            continue;
+        }
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten().take(budget) {
+            let name = entry.file_name();
+            if entry.file_type().is_ok_and(|t| t.is_dir()) && name != "objects" && name != ".git" {
+                stack.push((entry.path(), depth + 1));
+            }
+        }
+    }
+    removed
+}
+
+/// Lock `file` exclusively; `None` if another holds it (`wait`: never, it is ours).
+fn flock(file: File, wait: bool) -> io::Result<Option<File>> {
+    let flags = if wait {
+        libc::LOCK_EX
+    } else {
+        libc::LOCK_EX | libc::LOCK_NB
+    };
+    // SAFETY: flock on a descriptor we own.
+    if unsafe { libc::flock(file.as_raw_fd(), flags) } == 0 {
+        return Ok(Some(file));
+    }
+    let e = io::Error::last_os_error();
+    if e.kind() == io::ErrorKind::WouldBlock {
+        Ok(None)
+    } else {
+        Err(e)
     }
 }
 

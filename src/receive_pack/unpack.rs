@@ -1,8 +1,9 @@
 //! Receiving the pushed pack into the quarantine.
 //!
-//! gix-pack's bundle writer indexes the pack as it streams in (completing thin
-//! packs from the repository's objects, as `index-pack --fix-thin` does) and writes
-//! pack and index into the quarantine's `pack/`. It is blocking work, so it runs on
+//! [`index_pack`](super::index_pack) reads the pack as it streams in, completes a
+//! thin pack from the repository's objects (as `index-pack --fix-thin` does) and
+//! writes pack and index into the quarantine's `pack/`; with `receive.fsckObjects`
+//! every object is then checked ([`fsck`](super::fsck)). It is blocking work, so it runs on
 //! a blocking thread fed through a small bounded channel by the connection task:
 //! a slow pusher slows down its own push, and at most a few chunks are in memory.
 
@@ -17,12 +18,14 @@ use super::quarantine::Quarantine;
 use crate::Result;
 use crate::connection::Connection;
 
-/// Why a pack was not taken: `status` goes into `unpack <status>`, `detail` to the
-/// pusher as `fatal: …` (what git's index-pack would have printed).
+/// Why a pack was not taken: `status` goes into `unpack <status>`, `messages`
+/// (`error: …`, `warning: …` lines) then `detail` as `fatal: …` to the pusher
+/// (what git's index-pack or unpack-objects would have printed).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnpackError {
     pub status: String,
     pub detail: Option<String>,
+    pub messages: Vec<String>,
 }
 
 impl UnpackError {
@@ -30,15 +33,35 @@ impl UnpackError {
         UnpackError {
             status: status.to_string(),
             detail: None,
+            messages: Vec::new(),
         }
     }
 
-    fn index_pack(detail: String) -> Self {
+    /// The unpacker died: `index-pack`, or `unpack-objects` for a pack of fewer
+    /// objects than the unpack limit (git's choice of unpacker).
+    fn unpacker(unpack_objects: bool, detail: String) -> Self {
+        let name = if unpack_objects {
+            "unpack-objects"
+        } else {
+            "index-pack"
+        };
         UnpackError {
-            status: "index-pack abnormal exit".into(),
+            status: format!("{name} abnormal exit"),
             detail: Some(detail),
+            messages: Vec::new(),
         }
     }
+}
+
+/// What the received pack must pass besides being a well-formed pack.
+#[derive(Debug, Clone, Copy)]
+pub struct Checks {
+    /// Largest pack in bytes (0: no limit).
+    pub limit: u64,
+    /// Check every object as git's `fsck` does.
+    pub fsck: bool,
+    /// git's `unpackLimit`, for the name of the unpacker in errors.
+    pub unpack_limit: u32,
 }
 
 /// What came in.
@@ -47,6 +70,8 @@ pub struct Unpacked {
     pub quarantine: Quarantine,
     /// Objects in the pack as stored (thin-pack bases included).
     pub objects: u32,
+    /// fsck's `warning: …` lines for the pusher.
+    pub warnings: Vec<String>,
 }
 
 /// The 12-byte pack header: `PACK`, version 2 or 3, object count.
@@ -68,7 +93,7 @@ fn check_header(header: &[u8]) -> std::result::Result<(), UnpackError> {
 /// Chunks to the indexer; an `Err` makes its next read fail with that message.
 type Chunks = mpsc::Receiver<std::result::Result<Vec<u8>, String>>;
 
-/// Read the pack from `conn` into `quarantine`, at most `limit` bytes (0: no limit).
+/// Read the pack from `conn` into `quarantine`, within `checks`.
 ///
 /// `Ok(Err(_))` is a pack that was refused (reported to the client as the unpack
 /// status); `Err(_)` a connection that broke, with nobody left to tell.
@@ -79,8 +104,9 @@ pub async fn receive<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Connection<S>,
     repo: &gix::ThreadSafeRepository,
     quarantine: Quarantine,
-    limit: u64,
+    checks: Checks,
 ) -> Result<std::result::Result<Unpacked, UnpackError>> {
+    let limit = checks.limit;
     let timeout = conn.timeout();
     let timed_out = || -> crate::Error { "timed out reading the pack from the client".into() };
     // The header first, to answer a bad one with git's words.
@@ -101,27 +127,42 @@ pub async fn receive<S: AsyncRead + AsyncWrite + Unpin>(
     if let Err(e) = check_header(&first) {
         return Ok(Err(e));
     }
+    let count = u32::from_be_bytes(first[8..12].try_into().expect("4 bytes"));
+    let unpack_objects = count < checks.unpack_limit;
     let too_large = |limit: u64| format!("pack exceeds maximum allowed size ({limit} bytes)");
     let mut total = first.len() as u64;
     if limit > 0 && total > limit {
-        return Ok(Err(UnpackError::index_pack(too_large(limit))));
+        return Ok(Err(UnpackError::unpacker(unpack_objects, too_large(limit))));
     }
 
     let (tx, rx) = mpsc::channel(8);
     let interrupt = Arc::new(AtomicBool::new(false));
     let starving = Arc::new(AtomicBool::new(false));
-    // A dropped connection future stops the indexer, wherever it is.
-    let _stop = StopOnDrop(Arc::clone(&interrupt));
+    let finished = Arc::new(AtomicBool::new(false));
+    // A dropped connection future stops the indexer, wherever it is: a closed
+    // channel ends its input, the interrupt flag its work after the input.
+    let _stop = StopOnDrop {
+        interrupt: Arc::clone(&interrupt),
+        input_finished: Arc::clone(&finished),
+    };
     let input = ChannelReader {
         rx,
         buf: first,
         pos: 0,
         starving: Arc::clone(&starving),
+        finished,
         failure: None,
     };
     let (repo, flag) = (repo.clone(), Arc::clone(&interrupt));
     let mut indexer = tokio::task::spawn_blocking(move || {
-        let result = index(&repo, quarantine, input, &flag);
+        let result = index(&repo, quarantine, input, &flag)
+            .and_then(|u| if checks.fsck { fsck_pack(u) } else { Ok(u) })
+            .map_err(|mut e| {
+                if e.status.is_empty() {
+                    e.status = UnpackError::unpacker(unpack_objects, String::new()).status;
+                }
+                e
+            });
         #[cfg(target_env = "gnu")]
         // SAFETY: malloc_trim only releases free memory; it has no preconditions.
         unsafe {
@@ -137,7 +178,6 @@ pub async fn receive<S: AsyncRead + AsyncWrite + Unpin>(
             done = &mut indexer => return Ok(done?),
             () = tokio::time::sleep_until(deadline) => {
                 if starving.load(Ordering::Relaxed) && tx.is_some() {
-                    interrupt.store(true, Ordering::Relaxed);
                     drop(tx.take());
                     let _ = indexer.await;
                     return Err(timed_out());
@@ -162,7 +202,6 @@ pub async fn receive<S: AsyncRead + AsyncWrite + Unpin>(
                         continue;
                     }
                     Err(e) => {
-                        interrupt.store(true, Ordering::Relaxed);
                         drop(tx.take());
                         let _ = indexer.await;
                         return Err(e);
@@ -178,12 +217,20 @@ pub async fn receive<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
-/// Sets the indexer's interrupt flag when the receiving future goes away.
-struct StopOnDrop(Arc<AtomicBool>);
+/// Sets the indexer's interrupt flag when the receiving future goes away, once
+/// the indexer has read all its input: gix-pack panics when its input reader
+/// is interrupted between two reads of the same bytes, and a thread that
+/// panics may not get to remove the quarantine before the process exits.
+struct StopOnDrop {
+    interrupt: Arc<AtomicBool>,
+    input_finished: Arc<AtomicBool>,
+}
 
 impl Drop for StopOnDrop {
     fn drop(&mut self) {
-        self.0.store(true, Ordering::Relaxed);
+        if self.input_finished.load(Ordering::Acquire) {
+            self.interrupt.store(true, Ordering::Relaxed);
+        }
     }
 }
 
@@ -195,52 +242,89 @@ fn index(
     interrupt: &AtomicBool,
 ) -> std::result::Result<Unpacked, UnpackError> {
     let repo = repo.to_thread_local();
-    let options = gix_pack::bundle::write::Options {
-        thread_limit: Some(1),
-        iteration_mode: gix_pack::data::input::Mode::Verify,
-        index_version: gix_pack::index::Version::default(),
-        // No single object may claim more memory than this: a hostile header
-        // cannot make the indexer allocate gigabytes.
-        alloc_limit_bytes: Some(MAX_OBJECT_ALLOC),
-        compression: gix::zlib::Compression::BEST_SPEED,
-    };
     let pack_dir = quarantine.pack_dir();
-    let outcome = gix_pack::Bundle::write_to_directory(
+    // No single object may claim more memory than MAX_OBJECT_ALLOC: a hostile
+    // header cannot make the indexer allocate gigabytes.
+    let objects = super::index_pack::write(
         &mut input,
-        Some(&pack_dir),
-        &mut gix::utils::progress::Discard,
+        &pack_dir,
+        repo.objects.clone(),
         interrupt,
-        Some(repo.objects.clone()),
-        gix::hash::Kind::Sha1,
-        options,
+        MAX_OBJECT_ALLOC,
     )
-    .map_err(|e| {
+    .map_err(|detail| {
         // Our own reasons (size, hang-up) travel as the read error's message.
-        let detail = match input.failure.take() {
-            Some(reason) => reason,
-            None => describe(&e),
-        };
-        UnpackError::index_pack(detail)
+        UnpackError {
+            status: String::new(),
+            detail: Some(input.failure.take().unwrap_or(detail)),
+            messages: Vec::new(),
+        }
     })?;
     Ok(Unpacked {
         quarantine,
-        objects: outcome.index.num_objects,
+        objects,
+        warnings: Vec::new(),
+    })
+}
+
+/// git's `index-pack --strict`: every pushed commit, tree and tag, in pack order,
+/// must parse and pass [`fsck`](super::fsck); the first that does not refuses the
+/// pack with git's messages. The status is filled in by the caller.
+fn fsck_pack(unpacked: Unpacked) -> std::result::Result<Unpacked, UnpackError> {
+    use gix::objs::{Find, FindHeader, Kind};
+    let refuse = |messages: Vec<String>, fatal: &str| UnpackError {
+        status: String::new(),
+        detail: Some(fatal.to_string()),
+        messages,
+    };
+    let broken =
+        |e: &dyn std::fmt::Display| refuse(Vec::new(), &format!("cannot read the pack: {e}"));
+    let dir = unpacked.quarantine.dir().to_owned();
+    let mut odb = gix::odb::at(&dir, gix::hash::Kind::Sha1).map_err(|e| broken(&e))?;
+    odb.refresh_never();
+    let mut ids = Vec::new();
+    for entry in std::fs::read_dir(unpacked.quarantine.pack_dir()).map_err(|e| broken(&e))? {
+        let path = entry.map_err(|e| broken(&e))?.path();
+        if path.extension().is_some_and(|e| e == "idx") {
+            let index =
+                gix_pack::index::File::at(&path, gix::hash::Kind::Sha1).map_err(|e| broken(&e))?;
+            ids.extend(index.iter().map(|e| (e.pack_offset, e.oid)));
+        }
+    }
+    ids.sort_unstable();
+    let mut warnings = Vec::new();
+    let mut buf = Vec::new();
+    for (_, id) in ids {
+        let header = odb.try_header(&id).map_err(|e| broken(&e))?;
+        if header.is_none_or(|h| h.kind == Kind::Blob) {
+            continue;
+        }
+        let Some(data) = odb.try_find(&id, &mut buf).map_err(|e| broken(&e))? else {
+            continue;
+        };
+        // index-pack parses commits before its fsck (trees only in fsck).
+        if data.kind == Kind::Commit
+            && let Err(why) = super::fsck::parse(&id, data.kind, data.data)
+        {
+            warnings.push(format!("error: {why}"));
+            return Err(refuse(warnings, &format!("invalid {}", data.kind)));
+        }
+        let report = super::fsck::fsck(&id, data.kind, data.data);
+        warnings.extend(report.warnings.iter().map(|w| format!("warning: {w}")));
+        if !report.errors.is_empty() {
+            warnings.extend(report.errors.iter().map(|e| format!("error: {e}")));
+            return Err(refuse(warnings, "fsck error in packed object"));
+        }
+    }
+    // Accepted with warnings: git prints them and goes on.
+    Ok(Unpacked {
+        warnings,
+        ..unpacked
     })
 }
 
 /// The largest single allocation the indexer may make for one object or delta.
 const MAX_OBJECT_ALLOC: usize = 1 << 30;
-
-/// The most telling line of a gix error chain: its innermost cause.
-fn describe(err: &gix::Error) -> String {
-    let cause = err.probable_cause().to_string();
-    let top = err.to_string();
-    if cause == top || cause.is_empty() {
-        top
-    } else {
-        format!("{top}: {cause}")
-    }
-}
 
 /// The pack bytes as a blocking `BufRead`, fed by the connection task.
 struct ChannelReader {
@@ -249,6 +333,8 @@ struct ChannelReader {
     pos: usize,
     /// Set while the indexer waits for bytes: only then is a silent client late.
     starving: Arc<AtomicBool>,
+    /// Set once the input has ended (or failed): the indexer may be interrupted.
+    finished: Arc<AtomicBool>,
     /// The reason the connection side stopped the input, if it did.
     failure: Option<String>,
 }
@@ -265,10 +351,14 @@ impl ChannelReader {
                     self.pos = 0;
                 }
                 Some(Err(reason)) => {
+                    self.finished.store(true, Ordering::Release);
                     self.failure = Some(reason.clone());
                     return Err(std::io::Error::other(reason));
                 }
-                None => return Ok(()), // end of input
+                None => {
+                    self.finished.store(true, Ordering::Release);
+                    return Ok(()); // end of input
+                }
             }
         }
         Ok(())

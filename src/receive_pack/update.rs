@@ -348,6 +348,9 @@ fn is_ancestor(repo: &gix::Repository, old: ObjectId, new: ObjectId) -> Option<b
 
 /// Apply `edits` as one transaction. The error is git's wording for the failure.
 pub fn commit(repo: &gix::Repository, edits: Vec<RefEdit>) -> Result<(), String> {
+    if let Some(refused) = edits.iter().find_map(|e| non_commit_to_branch(repo, e)) {
+        return Err(refused);
+    }
     let names: Vec<FullName> = edits.iter().map(|e| e.name.clone()).collect();
     let expected: Vec<Option<ObjectId>> = edits
         .iter()
@@ -369,6 +372,40 @@ pub fn commit(repo: &gix::Repository, edits: Vec<RefEdit>) -> Result<(), String>
         Ok(_) => Ok(()),
         Err(err) => Err(describe(&err, &names, &expected)),
     }
+}
+
+/// A branch may only point at a commit: git's ref backends refuse anything else
+/// when the transaction writes the ref (`write_ref_to_lockfile`), after the
+/// `update` hook, so the whole transaction fails. Tags and other refs may point at
+/// any object. The name checked is the one written, through symbolic refs.
+fn non_commit_to_branch(repo: &gix::Repository, edit: &RefEdit) -> Option<String> {
+    let Change::Update {
+        new: Target::Object(id),
+        ..
+    } = &edit.change
+    else {
+        return None;
+    };
+    let name = edit.name.as_bstr();
+    let written = match symref_target(repo, name) {
+        Ok(Some(target)) => target,
+        _ => name.to_owned(),
+    };
+    if !(written.starts_with(b"refs/heads/") || written == "HEAD") {
+        return None;
+    }
+    let kind = repo.try_find_header(*id).ok().flatten().map(|h| h.kind());
+    if kind == Some(gix::object::Kind::Commit) {
+        return None;
+    }
+    Some(match kind {
+        Some(_) => format!(
+            "cannot update ref '{name}': trying to write non-commit object {id} to branch '{written}'"
+        ),
+        None => format!(
+            "cannot update ref '{name}': trying to write ref '{written}' with nonexistent object {id}"
+        ),
+    })
 }
 
 /// git's `cannot lock ref '<name>': …` for a failed transaction.

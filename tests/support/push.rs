@@ -212,16 +212,56 @@ pub fn answer(bytes: &[u8]) -> Vec<String> {
 
 /// gitd's answer to `input` after the advertisement of `path`.
 pub fn raw_push(port: u16, path: &str, input: &[u8]) -> Vec<String> {
+    answer(&raw_push_bytes(port, path, input))
+}
+
+/// Everything gitd sent for `input` (the advertisement first).
+pub fn raw_push_bytes(port: u16, path: &str, input: &[u8]) -> Vec<u8> {
     let mut raw = Raw::connect(port);
     raw.send_pkt(format!("git-receive-pack {path}\0host=127.0.0.1\0").as_bytes());
     raw.send(input);
     let mut out = Vec::new();
     let _ = std::io::Read::read_to_end(&mut raw.stream, &mut out);
-    answer(&out)
+    out
+}
+
+/// A side-band answer after the advertisement, taken apart: the text of band 2
+/// (what the client prints as `remote: …`) and the pkt-lines of band 1 (the report).
+pub fn demux(bytes: &[u8]) -> (String, Vec<String>) {
+    let mut rest = bytes;
+    let (mut text, mut data) = (Vec::new(), Vec::new());
+    let mut past_advertisement = false;
+    while rest.len() >= 4 {
+        let n = usize::from_str_radix(std::str::from_utf8(&rest[..4]).unwrap(), 16).unwrap();
+        if n < 4 {
+            past_advertisement = true;
+            rest = &rest[4..];
+            continue;
+        }
+        let payload = &rest[4..n];
+        rest = &rest[n..];
+        if !past_advertisement {
+            continue;
+        }
+        match payload.split_first() {
+            Some((1, d)) => data.extend_from_slice(d),
+            Some((2, d)) => text.extend_from_slice(d),
+            _ => {}
+        }
+    }
+    (
+        String::from_utf8_lossy(&text).into_owned(),
+        pkt_lines(&data),
+    )
 }
 
 /// git's receive-pack's answer to the same input, on a pipe.
 pub fn git_push(repo: &Path, input: &[u8]) -> Vec<String> {
+    answer(&git_push_bytes(repo, input))
+}
+
+/// Everything git's receive-pack wrote for `input`.
+pub fn git_push_bytes(repo: &Path, input: &[u8]) -> Vec<u8> {
     let mut child = git_cmd(repo)
         .args(["receive-pack", "."])
         .stdin(Stdio::piped())
@@ -236,5 +276,5 @@ pub fn git_push(repo: &Path, input: &[u8]) -> Vec<String> {
     });
     let out = super::wait_bounded(child, PUSH_TIMEOUT);
     writer.join().unwrap();
-    answer(&out.stdout)
+    out.stdout
 }
