@@ -116,6 +116,12 @@ pub struct ServeArgs {
     #[arg(long, value_name = "BYTES", default_value = "4g", value_parser = byte_size)]
     pub archive_max_bytes: u64,
 
+    /// Memory one request may make gitd hold for what the client sends (bytes; k, m
+    /// and g suffixes): a pushed pack's index tables and any pushed object resolved
+    /// whole. Keep MemoryMax= above a few times this.
+    #[arg(long, value_name = "BYTES", default_value = "64m", value_parser = byte_size)]
+    pub max_request_memory: u64,
+
     /// Refuse pushed packs larger than this many bytes (0: no limit), for every
     /// repository; a repository's receive.maxInputSize may set a lower one.
     #[arg(long, value_name = "BYTES", default_value_t = 0)]

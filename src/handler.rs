@@ -110,11 +110,6 @@ impl Handler {
         } else {
             request!(debug);
         }
-        drop(conn);
-        // The last connection (this one) is ending: return what requests freed.
-        if self.activity.open_connections() <= 1 {
-            tokio::task::spawn_blocking(crate::memory::give_back);
-        }
     }
 
     /// Over `--max-connections`: say so promptly and close.
@@ -191,6 +186,7 @@ impl Handler {
                     peer: self.peer,
                     hook_timeout: self.config.timeout,
                     max_input_size: self.config.max_input_size,
+                    max_request_memory: self.config.max_request_memory,
                 };
                 let stats =
                     receive_pack::serve(conn, &repo, request.protocol_version(), &settings).await?;

@@ -60,6 +60,15 @@ fn install(args: &InstallArgs) -> Result<ExitCode, String> {
         "ExecStart=",
         &format!("ExecStart={exec_line}"),
     );
+    // Pushes (when enabled) write below the base path only.
+    let service = replace_line(
+        &service,
+        "ReadWritePaths=",
+        &format!(
+            "ReadWritePaths={}",
+            systemd_quote(&format!("-{}", base.display()))
+        ),
+    );
     let listen = match &args.listen {
         Some(addr) if addr.contains(':') && !addr.starts_with('[') => {
             format!("[{addr}]:{}", args.port)

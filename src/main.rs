@@ -9,6 +9,7 @@ use gitd::server::{self, Config};
 use gitd::{activation, check, install, logging, privileges, shutdown};
 
 fn main() -> ExitCode {
+    gitd::memory::use_one_arena();
     let matches = Cli::command().get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     match cli.command {
@@ -73,10 +74,14 @@ fn serve(args: ServeArgs, matches: &ArgMatches) -> ExitCode {
         },
         max_input_size: args.max_input_size,
         log_requests: args.verbose,
+        max_request_memory: args.max_request_memory,
         ..Config::default()
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        // Blocking-pool threads (pack writing, lookups) exit soon after their work,
+        // not 10 s later, so an idle gitd holds no stacks or per-thread caches.
+        .thread_keep_alive(Duration::from_secs(1))
         .build()
     {
         Ok(rt) => rt,

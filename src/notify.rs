@@ -6,7 +6,9 @@ use sd_notify::NotifyState;
 
 /// Tell systemd the sockets are ready and requests are being served.
 pub fn ready() {
-    let _ = sd_notify::notify(false, &[NotifyState::Ready]);
+    if let Err(e) = sd_notify::notify(false, &[NotifyState::Ready]) {
+        tracing::warn!("cannot tell systemd gitd is ready: {e}");
+    }
 }
 
 /// Update the one-line status `systemctl status git.service` shows.

@@ -39,6 +39,9 @@ pub struct Config {
     pub archive_limits: crate::upload_archive::Limits,
     /// Largest pack a push may send, in bytes (0: no limit of the server's own).
     pub max_input_size: u64,
+    /// `--max-request-memory`: what one request may make gitd hold for what its
+    /// client sends.
+    pub max_request_memory: u64,
     /// `--verbose`: log every request at INFO, as git daemon's `--verbose` logs
     /// each one; without it only failures are logged (successes at DEBUG).
     pub log_requests: bool,
@@ -55,10 +58,17 @@ impl Default for Config {
             shutdown_grace: Duration::from_secs(30),
             archive_limits: Default::default(),
             max_input_size: 0,
+            max_request_memory: 64 << 20,
             log_requests: false,
         }
     }
 }
+
+/// How long after the last connection closed gitd gives back the memory serving
+/// made resident: long enough for the blocking pool's threads to have exited (see
+/// `main.rs`), so what they touched on the way out is released too. Nobody waits
+/// on the runtime then, so the few milliseconds it takes run on it.
+const GIVE_BACK_AFTER: Duration = Duration::from_secs(3);
 
 /// Serve on `listeners` until `shutdown` resolves or gitd has been idle for
 /// `idle_timeout`; then drain and return.
@@ -102,8 +112,13 @@ pub async fn run(
 
     tokio::pin!(shutdown);
     let mut next = 0;
+    // Requests served when memory was last given back.
+    let mut given_back = 0;
     let reason = loop {
         let idle_at = config.idle_timeout.and_then(|t| activity.idle_deadline(t));
+        let give_back_at = (activity.served_count() != given_back)
+            .then(|| activity.idle_deadline(GIVE_BACK_AFTER))
+            .flatten();
         tokio::select! {
             accepted = accept(&listeners, &mut next) => {
                 let (stream, peer) = match accepted {
@@ -138,6 +153,10 @@ pub async fn run(
                 });
                 // The task cannot have run yet (one thread): registering now is race-free.
                 slots.register(Slot { id, ip: peer.ip(), abort: task.abort_handle(), requested });
+            }
+            _ = sleep_until(give_back_at) => {
+                given_back = activity.served_count();
+                crate::memory::give_back();
             }
             _ = sleep_until(idle_at) => break format!("idle for {}s", config.idle_timeout.unwrap_or_default().as_secs()),
             _ = activity.changed() => {}

@@ -56,6 +56,11 @@ impl Activity {
         self.bytes.fetch_add(bytes, Ordering::Relaxed);
     }
 
+    /// Requests finished so far.
+    pub fn served_count(&self) -> u64 {
+        self.served.load(Ordering::Relaxed)
+    }
+
     /// When gitd becomes idle, if no connection is open.
     pub fn idle_deadline(&self, timeout: std::time::Duration) -> Option<Instant> {
         (self.open_connections() == 0)

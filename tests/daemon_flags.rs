@@ -323,6 +323,7 @@ fn inetd_mode_under_systemd_socket_activate() {
             "--inetd",
             &format!("--base-path={}", dir.display()),
             "--log-destination=stderr",
+            "--verbose",
         ])
         .stdout(std::process::Stdio::null())
         .stderr(std::fs::File::create(dir.join("inetd.log")).unwrap())

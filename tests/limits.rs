@@ -214,6 +214,9 @@ fn a_flood_of_unknown_haves_costs_no_memory() {
     // A first clone, so the baseline includes what serving one costs.
     clone_beside(&dir, &repo, &mut gitd, || ());
     let before = vm_kib(pid, "VmHWM:");
+    // Idle again: what serving made resident has been given back.
+    std::thread::sleep(Duration::from_secs(5));
+    let idle_anon = vm_kib(pid, "RssAnon:");
     let main = rev(&repo, "main");
     let port = gitd.port;
     let (reply, _, _) = clone_beside(&dir, &repo, &mut gitd, move || {
@@ -227,6 +230,13 @@ fn a_flood_of_unknown_haves_costs_no_memory() {
     assert!(
         after.saturating_sub(before) < 12 * 1024,
         "peak RSS grew from {before} KiB to {after} KiB"
+    );
+    // And once idle, the heap is back where it was.
+    assert!(
+        support::wait_until(Duration::from_secs(15), || vm_kib(pid, "RssAnon:")
+            <= idle_anon + 2048),
+        "anonymous RSS {} KiB, idle before the flood {idle_anon} KiB",
+        vm_kib(pid, "RssAnon:")
     );
 }
 

@@ -414,3 +414,49 @@ fn thin_pushes_are_completed_from_the_repository() {
         text.len() + 1
     );
 }
+
+/// `--max-request-memory` bounds what a push may make gitd hold: a pack announcing
+/// more objects than its index tables fit in is refused from its header, with the
+/// reason, before any of it is read; the repository is unchanged and no quarantine
+/// stays. The same push fits a larger budget.
+#[test]
+fn the_request_memory_budget_bounds_pushed_packs() {
+    let dir = scratch("push-budget");
+    let repo = fixture(&dir, "repo.git", 3);
+    let wc = work(&dir, &repo, "wc");
+    // 8,000 new blobs: more than 1 MiB of index tables at 160 bytes an object.
+    for i in 0..8000 {
+        let d = wc.join(format!("d{}", i % 40));
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join(format!("f{i}")), format!("{i}\n")).unwrap();
+    }
+    git(&wc, &["add", "."]);
+    git(&wc, &["commit", "-q", "-m", "many"]);
+    let before = refs_of(&repo, "refs/");
+    let base = format!("--base-path={}", dir.display());
+    let flags = [
+        "--export-all",
+        "--informative-errors",
+        "--enable=receive-pack",
+    ];
+    let mut args = vec![base.as_str(), "--max-request-memory=1m"];
+    args.extend(flags);
+    let small = support::Gitd::start(&dir, &args);
+    let out = push(&wc, &small.url("/repo.git"), &["HEAD:refs/heads/many"]);
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("more than this server indexes in --max-request-memory=1 MiB"),
+        "{err}"
+    );
+    assert_eq!(refs_of(&repo, "refs/"), before);
+    assert!(quarantines(&repo).is_empty(), "{:?}", quarantines(&repo));
+    fsck(&repo);
+
+    let mut args = vec![base.as_str(), "--max-request-memory=16m"];
+    args.extend(flags);
+    let large = support::Gitd::start(&dir, &args);
+    let out = push(&wc, &large.url("/repo.git"), &["HEAD:refs/heads/many"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    fsck(&repo);
+}

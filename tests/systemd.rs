@@ -486,3 +486,119 @@ fn connections_around_the_idle_timeout_are_never_lost() {
         ));
     }
 }
+
+/// The user unit's file-system sandbox, where the manager can set it up (here: a
+/// manager running as root): gitd runs in a mount namespace of its own with the
+/// system read-only, yet still serves clones and takes pushes below the base path
+/// (`ReadWritePaths=`, which `gitd install` points at it).
+#[test]
+fn the_user_unit_sandbox_holds_and_pushes_still_land() {
+    const TEST: &str = "the_user_unit_sandbox_holds_and_pushes_still_land";
+    let Some(sd) = UserManager::start_or_skip(TEST) else {
+        return;
+    };
+    let gitd_log = sd.state.join("gitd.log");
+    let units = ["git.socket", "git.service"];
+    let fail =
+        |what: String| -> ! { panic!("{what}{}", sd.diagnose(&units, &[gitd_log.as_path()])) };
+    let base = sd.home.join("git");
+    std::fs::create_dir_all(&base).unwrap();
+    let served = support::fixture(&base, "repo.git", 5);
+    support::git(&served, &["config", "daemon.receivepack", "true"]);
+    sd.log_to("git.service", &gitd_log);
+    let port = free_port();
+    let out = run_bounded(
+        sd.command(support::GITD).args([
+            "install",
+            "--user",
+            "--now",
+            &format!("--port={port}"),
+            "--listen=127.0.0.1",
+            "--idle-timeout=30",
+        ]),
+        Duration::from_secs(60),
+    )
+    .unwrap();
+    if !out.status.success() {
+        fail(format!(
+            "install failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let rw = sd.show("git.service", "ReadWritePaths");
+    if !rw.contains(&base.display().to_string()) {
+        fail(format!("ReadWritePaths={rw:?}, not the base path"));
+    }
+    let url = format!("git://127.0.0.1:{port}/repo.git");
+    let work = support::scratch("systemd-sandbox");
+    let wc = work.join("wc");
+    let out = support::git_bounded(
+        &work,
+        &["clone", "-q", &url, wc.to_str().unwrap()],
+        Duration::from_secs(120),
+    );
+    if !out.status.success() {
+        fail(format!(
+            "clone failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    std::fs::write(wc.join("new.txt"), "new\n").unwrap();
+    support::git(&wc, &["add", "new.txt"]);
+    support::git(&wc, &["commit", "-q", "-m", "pushed through the sandbox"]);
+    let out = support::git_bounded(
+        &wc,
+        &["push", "-q", &url, "HEAD:refs/heads/pushed"],
+        Duration::from_secs(60),
+    );
+    if !out.status.success() {
+        fail(format!(
+            "push failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    assert_eq!(
+        support::rev(&served, "refs/heads/pushed"),
+        support::rev(&wc, "HEAD")
+    );
+
+    // Type=notify still works from inside the sandbox: READY=1 reached the manager.
+    let state = sd.show("git.service", "ActiveState");
+    if state != "active" {
+        fail(format!(
+            "git.service is {state:?} while serving, not active"
+        ));
+    }
+    // The sandbox is real: another mount namespace, `/` read-only, the base path
+    // writable.
+    let pid = sd.show("git.service", "ExecMainPID");
+    let ns = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/mnt")).unwrap();
+    if pid == "0" || ns(&pid) == ns(&sd.pid().to_string()) {
+        fail(format!(
+            "gitd (pid {pid}) shares the manager's mount namespace"
+        ));
+    }
+    let mountinfo = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap();
+    let options_of = |point: &str| {
+        mountinfo
+            .lines()
+            .filter(|l| l.split(' ').nth(4) == Some(point))
+            .last()
+            .and_then(|l| l.split(' ').nth(5))
+            .map(str::to_owned)
+    };
+    let root = options_of("/");
+    if !root
+        .as_deref()
+        .is_some_and(|o| o.split(',').any(|x| x == "ro"))
+    {
+        fail(format!("/ is mounted {root:?} for gitd"));
+    }
+    let base_opts = options_of(&base.display().to_string());
+    if !base_opts
+        .as_deref()
+        .is_some_and(|o| o.split(',').any(|x| x == "rw"))
+    {
+        fail(format!("the base path is mounted {base_opts:?} for gitd"));
+    }
+}

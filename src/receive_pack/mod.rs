@@ -67,6 +67,8 @@ pub struct PushSettings {
     pub hook_timeout: Duration,
     /// `--max-input-size` (0: none).
     pub max_input_size: u64,
+    /// `--max-request-memory`.
+    pub max_request_memory: u64,
 }
 
 /// Serve one receive-pack session on `conn`.
@@ -123,6 +125,7 @@ where
                     limit: input_limit(settings, &cfg),
                     fsck: cfg.fsck_objects,
                     unpack_limit: cfg.unpack_limit,
+                    memory: settings.max_request_memory,
                 };
                 unpack::receive(conn, repo, q, checks).await?
             }

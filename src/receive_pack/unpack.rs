@@ -62,7 +62,14 @@ pub struct Checks {
     pub fsck: bool,
     /// git's `unpackLimit`, for the name of the unpacker in errors.
     pub unpack_limit: u32,
+    /// `--max-request-memory`: bounds the index tables (by the header's object
+    /// count, before anything is read) and any object resolved whole.
+    pub memory: u64,
 }
+
+/// What indexing holds per object of a pushed pack: its entry as parsed, its slot
+/// in the delta tree, and its index line (measured: see the README's push section).
+pub const INDEX_BYTES_PER_OBJECT: u64 = 160;
 
 /// What came in.
 #[derive(Debug)]
@@ -134,6 +141,16 @@ pub async fn receive<S: AsyncRead + AsyncWrite + Unpin>(
     if limit > 0 && total > limit {
         return Ok(Err(UnpackError::unpacker(unpack_objects, too_large(limit))));
     }
+    if u64::from(count) * INDEX_BYTES_PER_OBJECT > checks.memory {
+        return Ok(Err(UnpackError::unpacker(
+            unpack_objects,
+            format!(
+                "pack has {count} objects, more than this server indexes in \
+                 --max-request-memory={} MiB",
+                checks.memory >> 20
+            ),
+        )));
+    }
 
     let (tx, rx) = mpsc::channel(8);
     let interrupt = Arc::new(AtomicBool::new(false));
@@ -155,7 +172,8 @@ pub async fn receive<S: AsyncRead + AsyncWrite + Unpin>(
     };
     let (repo, flag) = (repo.clone(), Arc::clone(&interrupt));
     let mut indexer = tokio::task::spawn_blocking(move || {
-        let result = index(&repo, quarantine, input, &flag)
+        let max_alloc = usize::try_from(checks.memory).unwrap_or(usize::MAX);
+        let result = index(&repo, quarantine, input, &flag, max_alloc)
             .and_then(|u| if checks.fsck { fsck_pack(u) } else { Ok(u) })
             .map_err(|mut e| {
                 if e.status.is_empty() {
@@ -240,17 +258,18 @@ fn index(
     quarantine: Quarantine,
     mut input: ChannelReader,
     interrupt: &AtomicBool,
+    max_alloc: usize,
 ) -> std::result::Result<Unpacked, UnpackError> {
     let repo = repo.to_thread_local();
     let pack_dir = quarantine.pack_dir();
-    // No single object may claim more memory than MAX_OBJECT_ALLOC: a hostile
-    // header cannot make the indexer allocate gigabytes.
+    // No single object resolved whole may claim more memory than the request's
+    // budget: a hostile header cannot make the indexer allocate gigabytes.
     let objects = super::index_pack::write(
         &mut input,
         &pack_dir,
         repo.objects.clone(),
         interrupt,
-        MAX_OBJECT_ALLOC,
+        max_alloc,
     )
     .map_err(|detail| {
         // Our own reasons (size, hang-up) travel as the read error's message.
@@ -322,9 +341,6 @@ fn fsck_pack(unpacked: Unpacked) -> std::result::Result<Unpacked, UnpackError> {
         ..unpacked
     })
 }
-
-/// The largest single allocation the indexer may make for one object or delta.
-const MAX_OBJECT_ALLOC: usize = 1 << 30;
 
 /// The pack bytes as a blocking `BufRead`, fed by the connection task.
 struct ChannelReader {

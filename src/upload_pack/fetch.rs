@@ -51,8 +51,12 @@ pub struct FetchArgs {
     pub wants: Vec<ObjectId>,
     /// v2 `want-ref <name>`.
     pub want_refs: Vec<BString>,
-    /// v2 only: v0 sends haves in rounds after the want section.
+    /// v2 only: v0 sends haves in rounds after the want section. Only those we
+    /// have (see [`Intake`]).
     pub haves: Vec<ObjectId>,
+    /// v2: the client sent `have` lines, known to us or not (git's `seen_haves`:
+    /// the response then starts with acknowledgments).
+    pub seen_haves: bool,
     /// The client's current shallow commits.
     pub shallows: Vec<ObjectId>,
     pub deepen: DeepenRequest,

@@ -367,6 +367,7 @@ fn fetch_line(f: &mut FetchArgs, arg: &[u8], cfg: &UploadPackConfig) -> Result<(
         }
         f.want_refs.push(name.into());
     } else if let Some(hex) = arg.strip_prefix(b"have ") {
+        f.seen_haves = true;
         f.haves.push(ObjectId::from_hex(hex).map_err(|_| {
             ClientError::boxed(format!(
                 "git upload-pack: expected SHA1 object, got '{}'",
@@ -469,7 +470,7 @@ async fn fetch<S: AsyncRead + AsyncWrite + Unpin>(
         let ready = neg.ok_to_give_up(r)?;
         // The boundary is computed only for the response that carries the pack, after
         // the haves (so unlike v0, the negotiation sees the full history).
-        let sends_pack = args.haves.is_empty() || args.done || (!args.wait_for_done && ready);
+        let sends_pack = !args.seen_haves || args.done || (!args.wait_for_done && ready);
         let plan = if sends_pack {
             shallow::plan(r, &cfg2, &refs, &args)?
         } else {
@@ -488,7 +489,7 @@ async fn fetch<S: AsyncRead + AsyncWrite + Unpin>(
     .await?;
     let sb = f.sideband_all;
 
-    if !f.haves.is_empty() && !f.done {
+    if f.seen_haves && !f.done {
         section_line(conn, sb, "acknowledgments");
         if acks.is_empty() {
             section_line(conn, sb, "NAK");

@@ -229,10 +229,14 @@ impl UserManager {
         let home = state.join("home");
         std::fs::create_dir_all(home.join(".config/systemd/user")).map_err(|e| e.to_string())?;
         // Unix socket paths are short (108 bytes) and systemd binds a few in here;
-        // deep target dirs get a runtime dir in the system temp dir instead.
+        // deep target dirs get a runtime dir with a short path instead. Not in
+        // /tmp, which the unit's PrivateTmp= hides from gitd (notify socket
+        // included), nor in /run, which the unit's ProtectProc= covers with an
+        // empty tmpfs where /run is not a mount point of its own (as here; on a
+        // real host it is, and the runtime dir is /run/user/UID).
         let mut runtime_dir = state.join("run");
         if runtime_dir.as_os_str().len() > 70 {
-            runtime_dir = std::env::temp_dir().join(format!("gitd-sd-{pid}-{n}"));
+            runtime_dir = PathBuf::from(format!("/var/lib/gitd-sd-{pid}-{n}"));
         }
         let _ = std::fs::remove_dir_all(&runtime_dir);
         create_private_dir(&runtime_dir)?;
