@@ -44,6 +44,7 @@ fn block_on_paused<F: std::future::Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .start_paused(true)
+        .thread_name(BLOCKING_THREAD)
         .build()
         .expect("runtime")
         .block_on(f)
@@ -262,6 +263,26 @@ pub fn path_policy(data: &[u8]) {
     }
 }
 
+/// The name of [`session`]'s blocking threads, whose panics [`count_panics`] counts.
+const BLOCKING_THREAD: &str = "gitd-fuzz-blocking";
+
+static BLOCKING_PANICS: AtomicU64 = AtomicU64::new(0);
+
+/// Count panics on blocking threads: tokio catches them (the server sees an error),
+/// so without this a test would not notice one.
+fn count_panics() {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if std::thread::current().name() == Some(BLOCKING_THREAD) {
+                BLOCKING_PANICS.fetch_add(1, Ordering::Relaxed);
+            }
+            previous(info)
+        }));
+    });
+}
+
 /// How long (in the paused clock) one whole request may take before it counts as a
 /// hang: far longer than every timeout of the server (6 s of real time at most).
 const REQUEST_BOUND: Duration = Duration::from_secs(600);
@@ -323,6 +344,8 @@ pub fn session(data: &[u8]) -> Vec<u8> {
         }
     };
     std::thread::spawn(ticker);
+    count_panics();
+    let panics = BLOCKING_PANICS.load(Ordering::Relaxed);
     let received = block_on_paused(async {
         let (client, server) = tokio::io::duplex(64 * 1024);
         let (mut rx, mut tx) = tokio::io::split(client);
@@ -352,5 +375,10 @@ pub fn session(data: &[u8]) -> Vec<u8> {
     // The ticker ends on its own within a tick.
     stop.store(true, Ordering::Relaxed);
     let _ = std::fs::remove_dir_all(&base);
+    assert_eq!(
+        BLOCKING_PANICS.load(Ordering::Relaxed),
+        panics,
+        "blocking work panicked"
+    );
     received.unwrap_or_else(|_| panic!("a request did not end within {REQUEST_BOUND:?}"))
 }
