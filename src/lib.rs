@@ -15,6 +15,7 @@ pub mod activation;
 pub mod check;
 pub mod cli;
 pub mod connection;
+#[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzz;
 pub mod handler;

@@ -582,8 +582,8 @@ fn the_user_unit_sandbox_holds_and_pushes_still_land() {
     let options_of = |point: &str| {
         mountinfo
             .lines()
-            .filter(|l| l.split(' ').nth(4) == Some(point))
-            .last()
+            .rev()
+            .find(|l| l.split(' ').nth(4) == Some(point))
             .and_then(|l| l.split(' ').nth(5))
             .map(str::to_owned)
     };

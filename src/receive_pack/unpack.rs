@@ -195,8 +195,11 @@ pub async fn receive<S: AsyncRead + AsyncWrite + Unpin>(
             biased;
             done = &mut indexer => return Ok(done?),
             () = tokio::time::sleep_until(deadline) => {
-                if starving.load(Ordering::Relaxed) && tx.is_some() {
-                    drop(tx.take());
+                if starving.load(Ordering::Relaxed) && let Some(sender) = tx.take() {
+                    // Stopped through its input, never the interrupt flag: gix panics
+                    // when that flag is set between its reads of one buffer.
+                    let _ = sender.send(Err(timed_out().to_string())).await;
+                    drop(sender);
                     let _ = indexer.await;
                     return Err(timed_out());
                 }
@@ -220,7 +223,9 @@ pub async fn receive<S: AsyncRead + AsyncWrite + Unpin>(
                         continue;
                     }
                     Err(e) => {
-                        drop(tx.take());
+                        if let Some(sender) = tx.take() {
+                            let _ = sender.send(Err(e.to_string())).await;
+                        }
                         let _ = indexer.await;
                         return Err(e);
                     }

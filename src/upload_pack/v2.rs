@@ -204,6 +204,7 @@ pub(crate) struct LsRefsArgs {
 }
 
 impl LsRefsArgs {
+    #[cfg(any(test, feature = "fuzzing"))]
     pub(crate) fn parse(args: &[Vec<u8>], cfg: &UploadPackConfig) -> Result<Self> {
         let mut a = LsRefsArgs::default();
         for arg in args {
@@ -344,6 +345,7 @@ async fn bundle_uri<S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 /// Parse the arguments of a `fetch` command, without looking anything up.
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) fn parse_fetch(args: &[Vec<u8>], cfg: &UploadPackConfig) -> Result<FetchArgs> {
     let mut f = FetchArgs::default();
     for arg in args {
