@@ -78,9 +78,7 @@ fn raise_nofile() {
 }
 
 fn vm_hwm_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    support::vm_kib(pid, "VmHWM:")
 }
 
 #[test]

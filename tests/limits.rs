@@ -13,14 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use support::oracle::git_bounded;
-use support::{Gitd, Raw, Reply, fixture, git, pkt, refs_of, rev, scratch};
-
-/// `VmHWM` or `VmRSS` of a process, in KiB.
-fn vm_kib(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with(field)).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
+use support::{Gitd, Raw, Reply, fixture, git, pkt, refs_of, rev, scratch, vm_kib};
 
 /// A deterministic stream of object ids no repository has.
 fn random_ids(n: usize) -> impl Iterator<Item = String> {

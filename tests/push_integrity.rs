@@ -295,9 +295,7 @@ fn quarantines_go_on_every_exit() {
 
 /// The peak resident memory of a process, in KiB (`VmHWM`).
 fn peak_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    support::vm_kib(pid, "VmHWM:")
 }
 
 #[test]

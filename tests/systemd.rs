@@ -264,6 +264,29 @@ fn install_now_socket_activates_idles_out_and_reactivates() {
     );
 }
 
+/// `gitd install --user --now` on loopback `port` with an idle timeout.
+fn install_now(sd: &UserManager, port: u16, idle_timeout: &str) -> Result<(), String> {
+    let out = run_bounded(
+        sd.command(support::GITD).args([
+            "install",
+            "--user",
+            "--now",
+            &format!("--port={port}"),
+            "--listen=127.0.0.1",
+            &format!("--idle-timeout={idle_timeout}"),
+        ]),
+        Duration::from_secs(60),
+    )?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "install failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
 /// Lines of `systemd-analyze verify` output that are about `ours`.
 fn lines_about<'a>(output: &'a str, ours: &[String]) -> Vec<&'a str> {
     output
@@ -426,23 +449,8 @@ fn connections_around_the_idle_timeout_are_never_lost() {
         .to_string();
     sd.log_to("git.service", &gitd_log);
     let port = free_port();
-    let out = run_bounded(
-        sd.command(support::GITD).args([
-            "install",
-            "--user",
-            "--now",
-            &format!("--port={port}"),
-            "--listen=127.0.0.1",
-            "--idle-timeout=0.3",
-        ]),
-        Duration::from_secs(60),
-    )
-    .unwrap();
-    if !out.status.success() {
-        fail(format!(
-            "install failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ));
+    if let Err(e) = install_now(&sd, port, "0.3") {
+        fail(e);
     }
     let work = support::scratch("systemd-race");
     let url = format!("git://127.0.0.1:{port}/repo.git");
@@ -507,23 +515,8 @@ fn the_user_unit_sandbox_holds_and_pushes_still_land() {
     support::git(&served, &["config", "daemon.receivepack", "true"]);
     sd.log_to("git.service", &gitd_log);
     let port = free_port();
-    let out = run_bounded(
-        sd.command(support::GITD).args([
-            "install",
-            "--user",
-            "--now",
-            &format!("--port={port}"),
-            "--listen=127.0.0.1",
-            "--idle-timeout=30",
-        ]),
-        Duration::from_secs(60),
-    )
-    .unwrap();
-    if !out.status.success() {
-        fail(format!(
-            "install failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ));
+    if let Err(e) = install_now(&sd, port, "30") {
+        fail(e);
     }
     let rw = sd.show("git.service", "ReadWritePaths");
     if !rw.contains(&base.display().to_string()) {

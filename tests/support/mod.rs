@@ -411,6 +411,13 @@ impl Drop for Gitd {
     }
 }
 
+/// A `/proc/PID/status` memory field (`VmHWM:`, `VmRSS:`, `RssAnon:`) in KiB.
+pub fn vm_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with(field)).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
 /// Encode one pkt-line.
 pub fn pkt(data: &[u8]) -> Vec<u8> {
     let mut out = format!("{:04x}", data.len() + 4).into_bytes();
