@@ -69,6 +69,13 @@ fn install(args: &InstallArgs) -> Result<ExitCode, String> {
             systemd_quote(&format!("-{}", base.display()))
         ),
     );
+    // PrivateTmp= would hide a gitd or a base path that lives in /tmp or /var/tmp.
+    let in_tmp = |p: &std::path::Path| p.starts_with("/tmp") || p.starts_with("/var/tmp");
+    let service = if in_tmp(&exe) || in_tmp(&base) {
+        replace_line(&service, "PrivateTmp=", "PrivateTmp=no")
+    } else {
+        service
+    };
     let listen = match &args.listen {
         Some(addr) if addr.contains(':') && !addr.starts_with('[') => {
             format!("[{addr}]:{}", args.port)

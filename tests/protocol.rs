@@ -30,6 +30,72 @@ fn v0_ref_advertisement_matches_git() {
     assert!(ours.iter().any(|l| l.ends_with("refs/tags/nested^{}\n")));
 }
 
+/// Peeled tags come from `packed-refs` as git takes them: a `^` line is used as it
+/// is, and under the `fully-peeled` trait a packed ref without one is not a tag (no
+/// object is read, so git advertises no `^{}` even for a tag object); without the
+/// traits, and for loose refs, the objects are read.
+#[test]
+fn peeled_values_follow_packed_refs_as_git_does() {
+    let (_dir, repo, gitd) = setup("adv-packed");
+    git(&repo, &["pack-refs", "--all"]);
+    let packed = std::fs::read_to_string(repo.join("packed-refs")).unwrap();
+    assert!(
+        packed.starts_with("# pack-refs with: peeled fully-peeled"),
+        "{packed}"
+    );
+    // Drop the `^` line of refs/tags/v1.0 (an annotated tag), keep the others.
+    let mut lines: Vec<&str> = Vec::new();
+    for line in packed.lines() {
+        if line.starts_with('^') && lines.last().is_some_and(|l| l.ends_with(" refs/tags/v1.0")) {
+            continue;
+        }
+        lines.push(line);
+    }
+    let without_peel = lines.join("\n") + "\n";
+    let ls_refs_peel = {
+        let mut req = pkt(b"command=ls-refs\n");
+        req.extend(b"0001");
+        req.extend(pkt(b"peel\n"));
+        req.extend(b"0000");
+        req
+    };
+    for (header, tag_peeled) in [
+        ("# pack-refs with: peeled fully-peeled sorted ", false),
+        ("# pack-refs with: sorted ", true),
+    ] {
+        let body = without_peel.split_once('\n').unwrap().1;
+        std::fs::write(repo.join("packed-refs"), format!("{header}\n{body}")).unwrap();
+        let ours_v0 = normalize(pkt_lines(&ours(gitd.port, false, b"0000")));
+        let theirs_v0 = normalize(pkt_lines(&oracle(&repo, b"0000", false)));
+        assert_eq!(ours_v0, theirs_v0, "{header}");
+        assert_eq!(
+            ours_v0.iter().any(|l| l.ends_with("refs/tags/v1.0^{}\n")),
+            tag_peeled,
+            "{header}: {ours_v0:?}"
+        );
+        // The other tags kept their `^` lines either way.
+        assert!(ours_v0.iter().any(|l| l.ends_with("refs/tags/nested^{}\n")));
+        let ours_v2 = normalize(pkt_lines(&ours(gitd.port, true, &ls_refs_peel)));
+        let theirs_v2 = normalize(pkt_lines(&oracle(&repo, &ls_refs_peel, true)));
+        assert_eq!(ours_v2, theirs_v2, "{header}");
+    }
+    // A loose ref overrides its packed entry and is peeled by reading the tag.
+    let tag = rev(&repo, "refs/tags/v1.0");
+    std::fs::create_dir_all(repo.join("refs/tags")).unwrap();
+    std::fs::write(repo.join("refs/tags/v1.0"), format!("{tag}\n")).unwrap();
+    std::fs::write(
+        repo.join("packed-refs"),
+        format!(
+            "# pack-refs with: peeled fully-peeled sorted \n{}",
+            without_peel.split_once('\n').unwrap().1
+        ),
+    )
+    .unwrap();
+    let ours_v0 = normalize(pkt_lines(&ours(gitd.port, false, b"0000")));
+    let theirs_v0 = normalize(pkt_lines(&oracle(&repo, b"0000", false)));
+    assert_eq!(ours_v0, theirs_v0);
+}
+
 #[test]
 fn v2_ls_refs_matches_git() {
     let (_dir, repo, gitd) = setup("ls-refs");

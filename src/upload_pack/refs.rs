@@ -1,7 +1,7 @@
 //! The refs a repository advertises, shared by the v0 advertisement and v2 `ls-refs`.
 
 use gix::ObjectId;
-use gix::bstr::BString;
+use gix::bstr::{BString, ByteSlice};
 
 use crate::Result;
 
@@ -34,28 +34,160 @@ impl AdvertisedRef {
     }
 }
 
+/// What a listing must produce.
+#[derive(Debug, Clone, Copy)]
+pub struct Listing<'a> {
+    /// Fill in [`AdvertisedRef::peeled`]; without it no tag object is read.
+    pub peel: bool,
+    /// Only refs whose names start with one of these (all when empty): v2
+    /// `ref-prefix`, applied before any per-ref work.
+    pub prefixes: &'a [Vec<u8>],
+}
+
+impl Listing<'_> {
+    /// Everything, peeled: the v0 advertisement and fetches.
+    pub const ALL: Listing<'static> = Listing {
+        peel: true,
+        prefixes: &[],
+    };
+
+    fn wants(&self, name: &[u8]) -> bool {
+        self.prefixes.is_empty() || self.prefixes.iter().any(|p| name.starts_with(p))
+    }
+}
+
 /// `HEAD` first, then every ref in name order, as git advertises them.
+pub fn collect(repo: &gix::Repository) -> Result<Vec<AdvertisedRef>> {
+    list(repo, Listing::ALL)
+}
+
+/// [`collect`], restricted to what `listing` asks for.
 ///
 /// Refs that cannot be resolved (dangling symrefs other than `HEAD`, refs to missing
 /// objects) are skipped like git skips broken refs.
-pub fn collect(repo: &gix::Repository) -> Result<Vec<AdvertisedRef>> {
+///
+/// Peeled values come from `packed-refs` where git takes them from there: its `^`
+/// lines, and under the `fully-peeled` trait (or `peeled`, for `refs/tags/`) a
+/// packed ref without one is known not to be an annotated tag, so no object is
+/// read. Loose refs, and packed ones without those traits, are peeled by reading
+/// the objects, as git does.
+pub fn list(repo: &gix::Repository, listing: Listing<'_>) -> Result<Vec<AdvertisedRef>> {
+    let packed = Packed::read(repo)?;
     let mut out = Vec::new();
-    if let Some(head) = repo.try_find_reference("HEAD")? {
-        if let Some(r) = describe(head, true)? {
-            out.push(r);
-        }
+    if listing.wants(b"HEAD")
+        && let Some(head) = repo.try_find_reference("HEAD")?
+        && let Some(r) = describe(repo, head, true, listing.peel, &packed)?
+    {
+        out.push(r);
     }
     let platform = repo.references()?;
     for r in platform.all()? {
         let Ok(r) = r else { continue };
-        if let Some(r) = describe(r, false)? {
+        if !listing.wants(r.name().as_bstr()) {
+            continue;
+        }
+        if let Some(r) = describe(repo, r, false, listing.peel, &packed)? {
             out.push(r);
         }
     }
     Ok(out)
 }
 
-fn describe(mut r: gix::Reference<'_>, allow_unborn: bool) -> Result<Option<AdvertisedRef>> {
+/// What `packed-refs` says about peeling: each packed ref's target and `^` value,
+/// and the file's traits.
+#[derive(Debug, Default)]
+struct Packed {
+    refs: std::collections::HashMap<BString, (ObjectId, Option<ObjectId>)>,
+    /// Names that also exist as loose refs: those win, and git reads their objects
+    /// (even when they hold the packed value).
+    loose: std::collections::HashSet<BString>,
+    /// `fully-peeled`: every packed ref that is an annotated tag has its `^` line.
+    fully_peeled: bool,
+    /// `peeled`: every packed ref under `refs/tags/` that is one has its `^` line.
+    tags_peeled: bool,
+}
+
+impl Packed {
+    fn read(repo: &gix::Repository) -> Result<Self> {
+        let Some(buffer) = repo.refs.cached_packed_buffer()? else {
+            return Ok(Packed::default());
+        };
+        // The traits are on the header line, which gix reads but does not expose
+        // (its buffer starts after it).
+        let header = packed_refs_header(&repo.refs.packed_refs_path());
+        let traits = header
+            .strip_prefix(b"# pack-refs with:")
+            .unwrap_or_default();
+        let has = |t: &[u8]| traits.split(|&b| b == b' ').any(|w| w == t);
+        let mut refs = std::collections::HashMap::new();
+        for r in buffer.iter()? {
+            // A damaged line ends the fast path: peel the rest by reading objects.
+            let Ok(r) = r else {
+                return Ok(Packed::default());
+            };
+            let peeled = match r.object {
+                Some(hex) => match ObjectId::from_hex(hex) {
+                    Ok(id) => Some(id),
+                    Err(_) => return Ok(Packed::default()),
+                },
+                None => None,
+            };
+            refs.insert(r.name.as_bstr().to_owned(), (r.target(), peeled));
+        }
+        let mut loose = std::collections::HashSet::new();
+        let Ok(loose_refs) = repo.refs.loose_iter() else {
+            return Ok(Packed::default());
+        };
+        for r in loose_refs.flatten() {
+            loose.insert(r.name.as_bstr().to_owned());
+        }
+        Ok(Packed {
+            refs,
+            loose,
+            fully_peeled: has(b"fully-peeled"),
+            tags_peeled: has(b"peeled"),
+        })
+    }
+
+    /// The peeled value of `name` at `target` if `packed-refs` tells it: `Some(None)`
+    /// for "not an annotated tag". `None` when the objects must be read (a loose ref,
+    /// or a packed one the traits say nothing about).
+    fn peeled(&self, name: &[u8], target: ObjectId) -> Option<Option<ObjectId>> {
+        let (packed_target, peeled) = self.refs.get(name.as_bstr())?;
+        if *packed_target != target || self.loose.contains(name.as_bstr()) {
+            return None; // a loose ref overrides the packed one
+        }
+        if peeled.is_some()
+            || self.fully_peeled
+            || (self.tags_peeled && name.starts_with(b"refs/tags/"))
+        {
+            return Some(*peeled);
+        }
+        None
+    }
+}
+
+/// The first line of `packed-refs` (at most 256 bytes: git's header is short).
+fn packed_refs_header(path: &std::path::Path) -> Vec<u8> {
+    use std::io::Read;
+    let mut head = [0u8; 256];
+    let n = std::fs::File::open(path)
+        .and_then(|mut f| f.read(&mut head))
+        .unwrap_or(0);
+    let line = head[..n].split(|&b| b == b'\n').next().unwrap_or_default();
+    if n == head.len() && line.len() == n {
+        return Vec::new(); // no end of line in reach: not a header we know
+    }
+    line.strip_suffix(b"\r").unwrap_or(line).to_vec()
+}
+
+fn describe(
+    repo: &gix::Repository,
+    mut r: gix::Reference<'_>,
+    allow_unborn: bool,
+    peel: bool,
+    packed: &Packed,
+) -> Result<Option<AdvertisedRef>> {
     let name = r.name().as_bstr().to_owned();
     // Read the symbolic target first: peeling rewrites the reference in place.
     let symref_target = match r.target() {
@@ -77,14 +209,32 @@ fn describe(mut r: gix::Reference<'_>, allow_unborn: bool) -> Result<Option<Adve
         },
         None => r.target().try_id().expect("not symbolic").to_owned(),
     };
-    let Ok(peeled) = r.peel_to_id() else {
+    // git skips refs to missing objects (`ref_resolves_to_object`): an index
+    // lookup, no object read.
+    if !repo.has_object(target) {
         return Ok(None);
+    }
+    let peeled = if !peel {
+        None
+    } else {
+        let known = match &symref_target {
+            Some(t) => packed.peeled(t, target),
+            None => packed.peeled(&name, target),
+        };
+        match known {
+            Some(peeled) => peeled,
+            None => {
+                let Ok(peeled) = r.peel_to_id() else {
+                    return Ok(None);
+                };
+                Some(peeled.detach()).filter(|p| *p != target)
+            }
+        }
     };
-    let peeled = peeled.detach();
     Ok(Some(AdvertisedRef {
         name,
         target: Some(target),
-        peeled: (peeled != target).then_some(peeled),
+        peeled,
         symref_target,
     }))
 }

@@ -253,11 +253,17 @@ async fn ls_refs<S: AsyncRead + AsyncWrite + Unpin>(
         prefixes,
         ..
     } = args;
-    let refs = blocking(repo, refs::collect).await?;
+    let refs = blocking(repo, move |r| {
+        refs::list(
+            r,
+            refs::Listing {
+                peel,
+                prefixes: &prefixes,
+            },
+        )
+    })
+    .await?;
     for r in refs.iter().filter(|r| !cfg.is_hidden(r.name.as_ref())) {
-        if !prefixes.is_empty() && !prefixes.iter().any(|p| r.name.starts_with(p)) {
-            continue;
-        }
         if r.target.is_none() && !(unborn && symrefs) {
             continue;
         }
