@@ -446,7 +446,22 @@ async fn fetch<S: AsyncRead + AsyncWrite + Unpin>(
     let (args2, cfg2) = (f.clone(), cfg.clone());
     let (wanted_refs, acks, common, ready, refs, plan, wants) = blocking(repo, move |r| {
         let mut args = args2;
-        let refs = refs::collect(r)?;
+        // One listing, of what this fetch needs: every ref to resolve want-ref and
+        // deepen-not names or for deepen-relative, else only tags for include-tag
+        // (peeled from packed-refs where it says), else none.
+        let all = !args.want_refs.is_empty() || !args.deepen.not.is_empty() || args.deepen.relative;
+        let tags = [b"refs/tags/".to_vec()];
+        let refs = if all || args.include_tag {
+            refs::list(
+                r,
+                refs::Listing {
+                    peel: args.include_tag,
+                    prefixes: if all { &[] } else { &tags },
+                },
+            )?
+        } else {
+            Vec::new()
+        };
         // want-ref: resolve names to ids; unknown or hidden names are an error.
         let mut wanted_refs: Vec<(ObjectId, BString)> = Vec::new();
         if !args.want_refs.is_empty() {
