@@ -93,75 +93,58 @@ pub fn list(repo: &gix::Repository, listing: Listing<'_>) -> Result<Vec<Advertis
     Ok(out)
 }
 
-/// What `packed-refs` says about peeling: each packed ref's target and `^` value,
-/// and the file's traits.
+/// What `packed-refs` says about peeling. Its `^` lines come with the refs gix
+/// reads from it (`peeled`); here are the file's traits, and the names that are
+/// loose refs too (those win, and git reads their objects).
 #[derive(Debug, Default)]
 struct Packed {
-    refs: std::collections::HashMap<BString, (ObjectId, Option<ObjectId>)>,
-    /// Names that also exist as loose refs: those win, and git reads their objects
-    /// (even when they hold the packed value).
+    /// Names of loose refs, which override packed ones of the same name.
     loose: std::collections::HashSet<BString>,
     /// `fully-peeled`: every packed ref that is an annotated tag has its `^` line.
     fully_peeled: bool,
     /// `peeled`: every packed ref under `refs/tags/` that is one has its `^` line.
     tags_peeled: bool,
+    /// There is a `packed-refs` file and the above could be read.
+    usable: bool,
 }
 
 impl Packed {
     fn read(repo: &gix::Repository) -> Result<Self> {
-        let Some(buffer) = repo.refs.cached_packed_buffer()? else {
-            return Ok(Packed::default());
-        };
         // The traits are on the header line, which gix reads but does not expose
         // (its buffer starts after it).
         let header = packed_refs_header(&repo.refs.packed_refs_path());
-        let traits = header
-            .strip_prefix(b"# pack-refs with:")
-            .unwrap_or_default();
+        let Some(traits) = header.strip_prefix(b"# pack-refs with:") else {
+            return Ok(Packed::default());
+        };
         let has = |t: &[u8]| traits.split(|&b| b == b' ').any(|w| w == t);
-        let mut refs = std::collections::HashMap::new();
-        for r in buffer.iter()? {
-            // A damaged line ends the fast path: peel the rest by reading objects.
-            let Ok(r) = r else {
-                return Ok(Packed::default());
-            };
-            let peeled = match r.object {
-                Some(hex) => match ObjectId::from_hex(hex) {
-                    Ok(id) => Some(id),
-                    Err(_) => return Ok(Packed::default()),
-                },
-                None => None,
-            };
-            refs.insert(r.name.as_bstr().to_owned(), (r.target(), peeled));
-        }
-        let mut loose = std::collections::HashSet::new();
         let Ok(loose_refs) = repo.refs.loose_iter() else {
             return Ok(Packed::default());
         };
+        let mut loose = std::collections::HashSet::new();
         for r in loose_refs.flatten() {
             loose.insert(r.name.as_bstr().to_owned());
         }
         Ok(Packed {
-            refs,
             loose,
             fully_peeled: has(b"fully-peeled"),
             tags_peeled: has(b"peeled"),
+            usable: true,
         })
     }
 
-    /// The peeled value of `name` at `target` if `packed-refs` tells it: `Some(None)`
-    /// for "not an annotated tag". `None` when the objects must be read (a loose ref,
-    /// or a packed one the traits say nothing about).
-    fn peeled(&self, name: &[u8], target: ObjectId) -> Option<Option<ObjectId>> {
-        let (packed_target, peeled) = self.refs.get(name.as_bstr())?;
-        if *packed_target != target || self.loose.contains(name.as_bstr()) {
-            return None; // a loose ref overrides the packed one
+    /// The peeled value of `r` if `packed-refs` tells it: `Some(None)` for "not an
+    /// annotated tag". `None` when the objects must be read (a loose ref, or a
+    /// packed one the traits say nothing about).
+    fn peeled(&self, r: &gix::refs::Reference) -> Option<Option<ObjectId>> {
+        let name = r.name.as_bstr();
+        if !self.usable || self.loose.contains(name) {
+            return None;
         }
-        if peeled.is_some()
+        if r.peeled.is_some()
             || self.fully_peeled
             || (self.tags_peeled && name.starts_with(b"refs/tags/"))
         {
-            return Some(*peeled);
+            return Some(r.peeled);
         }
         None
     }
@@ -218,8 +201,14 @@ fn describe(
         None
     } else {
         let known = match &symref_target {
-            Some(t) => packed.peeled(t, target),
-            None => packed.peeled(&name, target),
+            // The ref it points to, as packed-refs has it (one lookup).
+            Some(t) => repo
+                .try_find_reference(t.as_bstr())
+                .ok()
+                .flatten()
+                .filter(|t| t.inner.target.try_id() == Some(target.as_ref()))
+                .and_then(|t| packed.peeled(&t.inner)),
+            None => packed.peeled(&r.inner),
         };
         match known {
             Some(peeled) => peeled,
