@@ -186,6 +186,7 @@ fn generate(
     let mut enumerating = progress::Meter::new(meter_tx.clone(), "Enumerating objects", None);
     let plan = plan(&repo, selection, &packs, thin, &mut enumerating)?;
     enumerating.done();
+    crate::memory::release_index_pages();
     let mut out = ChannelWriter {
         tx: tx.clone(),
         buf: Vec::with_capacity(CHUNK),

@@ -491,6 +491,9 @@ async fn fetch<S: AsyncRead + AsyncWrite + Unpin>(
             }
         }
         let ready = neg.ok_to_give_up(r)?;
+        // The lookups above went through the object store's index mappings; the
+        // pack is planned through gitd's own (see `release_index_pages`).
+        crate::memory::release_index_pages();
         // The boundary is computed only for the response that carries the pack, after
         // the haves (so unlike v0, the negotiation sees the full history).
         let sends_pack = !args.seen_haves || args.done || (!args.wait_for_done && ready);
