@@ -26,7 +26,7 @@ use gix::objs::{CommitRefIter, TreeRefIter};
 use super::bitmap::{Bitmap, Bits};
 use super::bitmap_filter;
 use super::filter::Filter;
-use super::objects::{Selection, peel_tag_chain};
+use super::objects::Selection;
 use super::packs::{Pack, Packs};
 use super::progress::Meter;
 use super::read::Reader;
@@ -135,7 +135,7 @@ pub fn select(
     let mut tags = Vec::new();
     for (tag, peeled) in &sel.include_tags {
         if send.has(peeled, pack.position(peeled)) {
-            peel_tag_chain(repo, *tag, &mut tags)?;
+            walk.tag_chain(*tag, &mut tags)?;
         }
     }
     for tag in tags {
@@ -272,6 +272,30 @@ impl Walk<'_> {
                 }
             }
             return Ok(());
+        }
+    }
+
+    /// `id` and the tags it points to, through gitd's reader where they are in the
+    /// bitmapped pack (a clone's include-tag peels every annotated tag: through gix's
+    /// object store that made its whole index mapping resident), else through gix.
+    fn tag_chain(&mut self, mut id: ObjectId, tags: &mut Vec<ObjectId>) -> Result<()> {
+        loop {
+            let read = match self.pack.position(&id) {
+                Some(pos) => self.reader.read(self.pack_number, pos)?,
+                None => None,
+            };
+            let (kind, data) = match read {
+                Some(object) => object,
+                None => {
+                    let obj = self.repo.find_object(id)?;
+                    (obj.kind, Rc::from(&*obj.data))
+                }
+            };
+            if kind != Kind::Tag {
+                return Ok(());
+            }
+            tags.push(id);
+            id = gix::objs::TagRefIter::from_bytes(&data, gix::hash::Kind::Sha1).target_id()?;
         }
     }
 
