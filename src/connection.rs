@@ -37,6 +37,19 @@ impl Packet {
             _ => None,
         }
     }
+
+    /// [`Self::text`], owned: the payload without its trailing newline.
+    pub fn into_text(self) -> Option<Vec<u8>> {
+        match self {
+            Packet::Data(mut d) => {
+                if d.last() == Some(&b'\n') {
+                    d.pop();
+                }
+                Some(d)
+            }
+            _ => None,
+        }
+    }
 }
 
 /// A client connection: buffered pkt-line reads and writes with timeouts.

@@ -82,6 +82,16 @@ pub fn use_one_arena() {
     }
 }
 
+/// Hand the heap's free memory back to the kernel: after each pack, archive and
+/// pushed pack (whose buffers freed tens of MiB), and when gitd goes idle.
+pub fn trim_heap() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only releases free pages of the allocator's own heaps.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Return what serving made resident, once the last connection has ended: the
 /// heap's free memory (glibc keeps what a request freed in its arenas, one per
 /// thread that allocated, and requests allocate on the blocking pool's threads, so
@@ -89,11 +99,7 @@ pub fn use_one_arena() {
 /// process), and the code pages requests touched (gitd's and its libraries'), as
 /// at start-up. Both come back as minor faults on the next request.
 pub fn give_back() {
-    #[cfg(target_env = "gnu")]
-    // SAFETY: malloc_trim only releases free pages of the allocator's own heaps.
-    unsafe {
-        libc::malloc_trim(0);
-    }
+    trim_heap();
     release_code(|_, _, _| true);
 }
 

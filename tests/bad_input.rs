@@ -5,7 +5,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::{Gitd, Raw, Reply, fixture, git, pkt, refs_of, scratch};
+use support::{Gitd, Raw, Reply, fixture, git, pkt, scratch};
 
 const MISSING: &str = "0123456789012345678901234567890123456789";
 
@@ -31,18 +31,7 @@ fn assert_err(reply: Reply, expected: &str) {
 }
 
 fn assert_clone_works(gitd: &Gitd, dir: &std::path::Path, repo: &std::path::Path, name: &str) {
-    let dest = dir.join(name);
-    git(
-        dir,
-        &[
-            "clone",
-            "-q",
-            "--mirror",
-            &gitd.url("/repo.git"),
-            dest.to_str().unwrap(),
-        ],
-    );
-    assert_eq!(refs_of(&dest, "refs/"), refs_of(repo, "refs/"));
+    support::assert_mirror(dir, &gitd.url("/repo.git"), &dir.join(name), repo);
 }
 
 #[test]

@@ -12,8 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use support::oracle::git_bounded;
-use support::{Gitd, Raw, Reply, fixture, git, pkt, refs_of, rev, scratch, vm_kib};
+use support::{Gitd, Raw, Reply, assert_mirror, fixture, git, pkt, rev, scratch, vm_kib};
 
 /// A deterministic stream of object ids no repository has.
 fn random_ids(n: usize) -> impl Iterator<Item = String> {
@@ -54,23 +53,7 @@ fn clone_beside<T: Send + 'static>(
     // Let the hostile request get going first.
     std::thread::sleep(Duration::from_millis(300));
     let dest = dir.join(format!("clone-{}.git", rand_suffix()));
-    let out = git_bounded(
-        dir,
-        &[
-            "clone",
-            "-q",
-            "--mirror",
-            &gitd.url("/repo.git"),
-            dest.to_str().unwrap(),
-        ],
-        Duration::from_secs(120),
-    );
-    assert!(
-        out.status.success(),
-        "the clone beside the hostile request failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(refs_of(&dest, "refs/"), refs_of(repo, "refs/"));
+    assert_mirror(dir, &gitd.url("/repo.git"), &dest, repo);
     let result = attacker.join().expect("the hostile client itself is fine");
     assert!(gitd.is_running(), "gitd went down: {}", gitd.logs());
     assert!(!gitd.logs().contains("panicked"), "{}", gitd.logs());

@@ -78,23 +78,8 @@ fn literally(wc: &Path, kind: &str, content: &[u8]) -> String {
 }
 
 /// A pack of exactly `ids` (no walk: they need not parse).
-fn pack_objects(wc: &Path, ids: &[&str]) -> Vec<u8> {
-    let mut child = git_cmd(wc)
-        .args(["pack-objects", "--stdout", "-q"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{}\n", ids.join("\n")).as_bytes())
-        .unwrap();
-    let out = support::wait_bounded(child, PUSH_TIMEOUT);
-    assert!(out.status.success());
-    out.stdout
+fn pack_of_ids(wc: &Path, ids: &[&str]) -> Vec<u8> {
+    pack_objects(wc, &[], &format!("{}\n", ids.join("\n")))
 }
 
 /// The same push to gitd and to git's receive-pack on `theirs`: what each told the
@@ -125,7 +110,7 @@ fn malformed_objects_are_reported_as_git_reports_them() {
     };
 
     let garbage = literally(&wc, "commit", b"garbage\n");
-    let garbage_push = push(&garbage, &pack_objects(&wc, &[&garbage]));
+    let garbage_push = push(&garbage, &pack_of_ids(&wc, &[&garbage]));
     let mut entry = b"999999 f\0".to_vec();
     entry.extend_from_slice(&[0xaa; 20]);
     let tree = literally(&wc, "tree", &entry);
@@ -136,14 +121,14 @@ fn malformed_objects_are_reported_as_git_reports_them() {
         format!("tree {tree}\n{author}\ncommitter C <c@example.com> 1700000000 +0000\n\nx\n")
             .as_bytes(),
     );
-    let bad_tree_push = push(&on_bad_tree, &pack_objects(&wc, &[&on_bad_tree, &tree]));
+    let bad_tree_push = push(&on_bad_tree, &pack_of_ids(&wc, &[&on_bad_tree, &tree]));
     let good_tree = git(&wc, &["rev-parse", "HEAD^{tree}"]).trim().to_string();
     let no_author = literally(
         &wc,
         "commit",
         format!("tree {good_tree}\ncommitter C <c@example.com> 1700000000 +0000\n\nx\n").as_bytes(),
     );
-    let no_author_push = push(&no_author, &pack_objects(&wc, &[&no_author]));
+    let no_author_push = push(&no_author, &pack_of_ids(&wc, &[&no_author]));
 
     // Without fsck: the pack is taken, the walk from the new value fails.
     let (text, report) = same_answer(gitd.port, &theirs, &garbage_push);
@@ -216,13 +201,7 @@ fn quarantines_go_on_every_exit() {
     let repo = fixture(&dir, "repo.git", 3);
     let wc = work(&dir, &repo, "wc");
     let old = rev(&repo, "main").unwrap();
-    let noise: Vec<u8> = (0..400_000u32)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-        .collect();
-    std::fs::write(wc.join("noise.bin"), &noise).unwrap();
-    git(&wc, &["add", "noise.bin"]);
-    git(&wc, &["commit", "-q", "-m", "noise"]);
-    let new = git(&wc, &["rev-parse", "HEAD"]).trim().to_string();
+    let new = noise_commit(&wc, 400_000);
     let pack = pack_of(&wc, &format!("{new}\n^{old}"));
     let mut gitd = gitd(&dir);
 

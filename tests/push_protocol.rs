@@ -6,7 +6,7 @@ mod support;
 use std::time::Duration;
 
 use support::push::*;
-use support::{Raw, fixture, git, git_bounded, pkt, scratch, wait_until};
+use support::{Raw, fixture, git_bounded, pkt, scratch, wait_until};
 
 #[test]
 fn a_push_cut_off_mid_pack_changes_nothing() {
@@ -15,13 +15,7 @@ fn a_push_cut_off_mid_pack_changes_nothing() {
     let wc = work(&dir, &repo, "wc");
     let old = rev(&repo, "main").unwrap();
     // Incompressible content, so that half the pack is half of an object.
-    let noise: Vec<u8> = (0..200_000u32)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-        .collect();
-    std::fs::write(wc.join("noise.bin"), &noise).unwrap();
-    git(&wc, &["add", "noise.bin"]);
-    git(&wc, &["commit", "-q", "-m", "noise"]);
-    let new = git(&wc, &["rev-parse", "HEAD"]).trim().to_string();
+    let new = noise_commit(&wc, 200_000);
     let pack = pack_of(&wc, &format!("{new}\n^{old}"));
     let packs_before = std::fs::read_dir(repo.join("objects/pack"))
         .unwrap()

@@ -129,13 +129,9 @@ where
     let (thin, ofs_delta) = (req.thin, req.ofs_delta);
     let task = tokio::task::spawn_blocking(move || {
         let result = generate(&repo, &selection, thin, ofs_delta, progress, tx);
-        // What a pack's buffers freed stays with the thread's malloc arena, and the
-        // idle server's memory would be its largest pack's: hand it back.
-        #[cfg(target_env = "gnu")]
-        // SAFETY: malloc_trim only releases free memory; it has no preconditions.
-        unsafe {
-            libc::malloc_trim(0);
-        }
+        // What a pack's buffers freed would otherwise stay with the allocator, and
+        // the server's memory would be its largest pack's: hand it back.
+        crate::memory::trim_heap();
         result
     });
     let max = if req.sideband == Sideband::Small {

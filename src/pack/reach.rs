@@ -245,17 +245,7 @@ impl Walk<'_> {
     ) -> Result<()> {
         loop {
             let pos = self.pack.position(&id);
-            let read = match pos {
-                Some(pos) => self.reader.read(self.pack_number, pos)?,
-                None => None,
-            };
-            let (kind, data) = match read {
-                Some(object) => object,
-                None => {
-                    let obj = self.repo.find_object(id)?;
-                    (obj.kind, Rc::from(&*obj.data))
-                }
-            };
+            let (kind, data) = self.read_any(id, pos)?;
             match kind {
                 Kind::Commit => commits.push(id),
                 Kind::Tree => trees.push(id),
@@ -275,22 +265,24 @@ impl Walk<'_> {
         }
     }
 
+    /// The object `id`, at `pos` of the bitmapped pack through gitd's reader where it
+    /// is there, else through gix's object store.
+    fn read_any(&mut self, id: ObjectId, pos: Option<u32>) -> Result<(Kind, Rc<[u8]>)> {
+        if let Some(pos) = pos
+            && let Some(object) = self.reader.read(self.pack_number, pos)?
+        {
+            return Ok(object);
+        }
+        let obj = self.repo.find_object(id)?;
+        Ok((obj.kind, Rc::from(&*obj.data)))
+    }
+
     /// `id` and the tags it points to, through gitd's reader where they are in the
     /// bitmapped pack (a clone's include-tag peels every annotated tag: through gix's
     /// object store that made its whole index mapping resident), else through gix.
     fn tag_chain(&mut self, mut id: ObjectId, tags: &mut Vec<ObjectId>) -> Result<()> {
         loop {
-            let read = match self.pack.position(&id) {
-                Some(pos) => self.reader.read(self.pack_number, pos)?,
-                None => None,
-            };
-            let (kind, data) = match read {
-                Some(object) => object,
-                None => {
-                    let obj = self.repo.find_object(id)?;
-                    (obj.kind, Rc::from(&*obj.data))
-                }
-            };
+            let (kind, data) = self.read_any(id, self.pack.position(&id))?;
             if kind != Kind::Tag {
                 return Ok(());
             }

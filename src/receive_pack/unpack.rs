@@ -181,11 +181,7 @@ pub async fn receive<S: AsyncRead + AsyncWrite + Unpin>(
                 }
                 e
             });
-        #[cfg(target_env = "gnu")]
-        // SAFETY: malloc_trim only releases free memory; it has no preconditions.
-        unsafe {
-            libc::malloc_trim(0);
-        }
+        crate::memory::trim_heap();
         result
     });
     let mut tx = Some(tx);

@@ -182,11 +182,7 @@ where
             let task = tokio::task::spawn_blocking(move || {
                 let result = produce(&repo, &args, limits, tx);
                 // Hand what the archive's buffers freed back to the system, as packs do.
-                #[cfg(target_env = "gnu")]
-                // SAFETY: malloc_trim only releases free memory; it has no preconditions.
-                unsafe {
-                    libc::malloc_trim(0);
-                }
+                crate::memory::trim_heap();
                 result
             });
             while let Some(chunk) = rx.recv().await {

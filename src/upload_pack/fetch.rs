@@ -222,7 +222,9 @@ impl Intake {
     }
 
     /// Add a want that needs no lookup (the target of a ref), unless already there.
+    /// Only after [`Self::settle`]: every want in `args` is checked then.
     pub fn add_known_want(&mut self, args: &mut FetchArgs, id: ObjectId) {
+        debug_assert_eq!(self.checked[0], args.wants.len(), "wants left unchecked");
         if self.wants.insert(id) {
             args.wants.push(id);
             self.checked[0] = args.wants.len();

@@ -72,11 +72,11 @@ pub fn collect(repo: &gix::Repository) -> Result<Vec<AdvertisedRef>> {
 /// read. Loose refs, and packed ones without those traits, are peeled by reading
 /// the objects, as git does.
 pub fn list(repo: &gix::Repository, listing: Listing<'_>) -> Result<Vec<AdvertisedRef>> {
-    let packed = Packed::read(repo)?;
+    let packed = Packed::read(repo);
     let mut out = Vec::new();
     if listing.wants(b"HEAD")
         && let Some(head) = repo.try_find_reference("HEAD")?
-        && let Some(r) = describe(repo, head, true, listing.peel, &packed)?
+        && let Some(r) = describe(repo, head, true, listing.peel, packed.as_ref())?
     {
         out.push(r);
     }
@@ -86,7 +86,7 @@ pub fn list(repo: &gix::Repository, listing: Listing<'_>) -> Result<Vec<Advertis
         if !listing.wants(r.name().as_bstr()) {
             continue;
         }
-        if let Some(r) = describe(repo, r, false, listing.peel, &packed)? {
+        if let Some(r) = describe(repo, r, false, listing.peel, packed.as_ref())? {
             out.push(r);
         }
     }
@@ -96,7 +96,7 @@ pub fn list(repo: &gix::Repository, listing: Listing<'_>) -> Result<Vec<Advertis
 /// What `packed-refs` says about peeling. Its `^` lines come with the refs gix
 /// reads from it (`peeled`); here are the file's traits, and the names that are
 /// loose refs too (those win, and git reads their objects).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Packed {
     /// Names of loose refs, which override packed ones of the same name.
     loose: std::collections::HashSet<BString>,
@@ -104,31 +104,26 @@ struct Packed {
     fully_peeled: bool,
     /// `peeled`: every packed ref under `refs/tags/` that is one has its `^` line.
     tags_peeled: bool,
-    /// There is a `packed-refs` file and the above could be read.
-    usable: bool,
 }
 
 impl Packed {
-    fn read(repo: &gix::Repository) -> Result<Self> {
+    /// `None` without a `packed-refs` header or when the loose refs cannot be
+    /// listed: then every ref is peeled by reading.
+    fn read(repo: &gix::Repository) -> Option<Self> {
         // The traits are on the header line, which gix reads but does not expose
         // (its buffer starts after it).
         let header = packed_refs_header(&repo.refs.packed_refs_path());
-        let Some(traits) = header.strip_prefix(b"# pack-refs with:") else {
-            return Ok(Packed::default());
-        };
+        let traits = header.strip_prefix(b"# pack-refs with:")?;
         let has = |t: &[u8]| traits.split(|&b| b == b' ').any(|w| w == t);
-        let Ok(loose_refs) = repo.refs.loose_iter() else {
-            return Ok(Packed::default());
-        };
+        let loose_refs = repo.refs.loose_iter().ok()?;
         let mut loose = std::collections::HashSet::new();
         for r in loose_refs.flatten() {
             loose.insert(r.name.as_bstr().to_owned());
         }
-        Ok(Packed {
+        Some(Packed {
             loose,
             fully_peeled: has(b"fully-peeled"),
             tags_peeled: has(b"peeled"),
-            usable: true,
         })
     }
 
@@ -137,7 +132,7 @@ impl Packed {
     /// packed one the traits say nothing about).
     fn peeled(&self, r: &gix::refs::Reference) -> Option<Option<ObjectId>> {
         let name = r.name.as_bstr();
-        if !self.usable || self.loose.contains(name) {
+        if self.loose.contains(name) {
             return None;
         }
         if r.peeled.is_some()
@@ -169,7 +164,7 @@ fn describe(
     mut r: gix::Reference<'_>,
     allow_unborn: bool,
     peel: bool,
-    packed: &Packed,
+    packed: Option<&Packed>,
 ) -> Result<Option<AdvertisedRef>> {
     let name = r.name().as_bstr().to_owned();
     // Read the symbolic target first: peeling rewrites the reference in place.
@@ -207,8 +202,8 @@ fn describe(
                 .ok()
                 .flatten()
                 .filter(|t| t.inner.target.try_id() == Some(target.as_ref()))
-                .and_then(|t| packed.peeled(&t.inner)),
-            None => packed.peeled(&r.inner),
+                .and_then(|t| packed?.peeled(&t.inner)),
+            None => packed.and_then(|p| p.peeled(&r.inner)),
         };
         match known {
             Some(peeled) => peeled,

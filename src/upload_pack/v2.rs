@@ -49,12 +49,7 @@ impl Command {
                 self.args_pending = false;
                 Ok(None)
             }
-            Packet::Data(mut d) => {
-                if d.last() == Some(&b'\n') {
-                    d.pop();
-                }
-                Ok(Some(d))
-            }
+            p @ Packet::Data(_) => Ok(p.into_text()),
             _ => Err(ClientError::boxed("expected flush after arguments")),
         }
     }
@@ -281,7 +276,6 @@ async fn object_info<S: AsyncRead + AsyncWrite + Unpin>(
     repo: &gix::ThreadSafeRepository,
     cmd: &mut Command,
 ) -> Result<()> {
-    const BATCH: usize = 4096;
     let mut size = false;
     let mut header_sent = false;
     let mut ids = Vec::new();
@@ -295,7 +289,7 @@ async fn object_info<S: AsyncRead + AsyncWrite + Unpin>(
             },
             None => {}
         }
-        if ids.len() < BATCH && arg.is_some() {
+        if ids.len() < fetch::BATCH && arg.is_some() {
             continue;
         }
         if size && !header_sent {

@@ -540,6 +540,22 @@ impl Raw {
     }
 }
 
+/// `git clone --mirror url dest` (bounded), which must succeed with exactly the
+/// refs of `repo`.
+pub fn assert_mirror(dir: &Path, url: &str, dest: &Path, repo: &Path) {
+    let out = oracle::git_bounded(
+        dir,
+        &["clone", "-q", "--mirror", url, dest.to_str().unwrap()],
+        Duration::from_secs(120),
+    );
+    assert!(
+        out.status.success(),
+        "git clone --mirror {url} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(refs_of(dest, "refs/"), refs_of(repo, "refs/"));
+}
+
 /// Refs of a repository as `git for-each-ref` prints them (sorted name → oid).
 pub fn refs_of(repo: &Path, pattern: &str) -> Vec<String> {
     let out = git(

@@ -183,10 +183,29 @@ impl Differential {
     }
 }
 
+/// A commit in `wc` adding `len` incompressible bytes (`noise.bin`), so that part of
+/// its pack is part of one object; its id.
+pub fn noise_commit(wc: &Path, len: u32) -> String {
+    let noise: Vec<u8> = (0..len)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(wc.join("noise.bin"), &noise).unwrap();
+    git(wc, &["add", "noise.bin"]);
+    git(wc, &["commit", "-q", "-m", "noise"]);
+    git(wc, &["rev-parse", "HEAD"]).trim().to_string()
+}
+
 /// The pack git would send for `range`, made in `wc`.
 pub fn pack_of(wc: &Path, range: &str) -> Vec<u8> {
+    pack_objects(wc, &["--revs"], &format!("{range}\n"))
+}
+
+/// `git pack-objects --stdout` in `wc` with `args`, given `input` on its standard
+/// input (ids, or with `--revs` a range).
+pub fn pack_objects(wc: &Path, args: &[&str], input: &str) -> Vec<u8> {
     let mut child = git_cmd(wc)
-        .args(["pack-objects", "--stdout", "--revs", "-q"])
+        .args(["pack-objects", "--stdout", "-q"])
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -196,7 +215,7 @@ pub fn pack_of(wc: &Path, range: &str) -> Vec<u8> {
         .stdin
         .take()
         .unwrap()
-        .write_all(format!("{range}\n").as_bytes())
+        .write_all(input.as_bytes())
         .unwrap();
     let out = super::wait_bounded(child, PUSH_TIMEOUT);
     assert!(out.status.success());
