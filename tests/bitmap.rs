@@ -64,6 +64,13 @@ fn mirror(gitd: &Gitd, dir: &Path, name: &str, v: &str) -> (PathBuf, String) {
     (dest, stderr)
 }
 
+/// How many objects `repo`'s packs hold.
+fn in_pack(repo: &Path) -> usize {
+    let counts = git(repo, &["count-objects", "-v"]);
+    let line = counts.lines().find(|l| l.starts_with("in-pack: ")).unwrap();
+    line["in-pack: ".len()..].parse().unwrap()
+}
+
 /// The request lines of gitd's log.
 fn requests(gitd: &Gitd) -> Vec<String> {
     gitd.logs()
@@ -215,8 +222,83 @@ fn objects_outside_the_bitmapped_pack_are_sent_too() {
         assert_eq!(refs_of(&dest, "refs/"), refs_of(&repo, "refs/"), "v{v}");
         assert_eq!(all_objects(&dest), all_objects(&repo), "v{v}");
     }
+    // Every packed object is copied as stored (both packs are wanted whole), the
+    // loose ones are written anew.
+    let packed = in_pack(&repo);
     for r in requests(&gitd) {
-        assert!(r.contains("pack_reused=0 bitmap=true"), "{r}");
+        assert!(
+            r.contains(&format!("pack_reused={packed} bitmap=true")),
+            "{packed}: {r}"
+        );
+    }
+}
+
+#[test]
+fn a_subset_clone_copies_stretches_of_the_stored_pack() {
+    let dir = scratch("bitmap-stretches");
+    let repo = bitmapped(&dir, 60);
+    let gitd = Gitd::start(&dir, &[&format!("--base-path={}", dir.display())]);
+    // What git sends for one branch: the oracle for the objects gitd sends.
+    let oracle = dir.join("oracle.git");
+    let url = format!("file://{}", repo.display());
+    git(
+        &dir,
+        &[
+            "clone",
+            "-q",
+            "--bare",
+            "--single-branch",
+            "-b",
+            "main",
+            &url,
+            oracle.to_str().unwrap(),
+        ],
+    );
+    let want = all_objects(&oracle);
+    for v in ["0", "2"] {
+        let dest = dir.join(format!("s{v}.git"));
+        let out = git_output(
+            &dir,
+            &[
+                "-c",
+                &format!("protocol.version={v}"),
+                "clone",
+                "--progress",
+                "--bare",
+                "--single-branch",
+                "-b",
+                "main",
+                &gitd.url("/repo.git"),
+                dest.to_str().unwrap(),
+            ],
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "v{v}: {stderr}");
+        fsck(&dest);
+        let pack = &pack_files(&dest, ".pack")[0];
+        let verify = git_output(&dest, &["verify-pack", pack.to_str().unwrap()]);
+        assert!(verify.status.success(), "v{v}: verify-pack failed");
+        assert_eq!(all_objects(&dest), want, "v{v}");
+        // Objects of the side branch lie between the ones sent: stretches, not the
+        // whole pack, and not nothing.
+        let reused: usize = stderr
+            .split("pack-reused ")
+            .nth(1)
+            .and_then(|r| r.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("v{v}: no Total line: {stderr}"));
+        assert!(
+            reused > want.len() / 2 && reused < in_pack(&repo),
+            "v{v}: pack-reused {reused} of {}: {stderr}",
+            want.len()
+        );
+    }
+    for r in requests(&gitd) {
+        assert!(
+            r.contains(" pack_reused=") && r.contains("bitmap=true"),
+            "{r}"
+        );
+        assert!(!r.contains(" pack_reused=0 "), "{r}");
     }
 }
 
@@ -356,7 +438,12 @@ fn large_objects_are_copied_whole_in_pieces() {
         let (dest, _) = mirror(&gitd, &dir, &format!("m{v}.git"), v);
         assert_eq!(all_objects(&dest), all_objects(&repo), "v{v}");
     }
+    // The large entries are copied in pieces with the rest of the pack.
+    let packed = in_pack(&repo);
     for r in requests(&gitd) {
-        assert!(r.contains("pack_reused=0 bitmap=true"), "{r}");
+        assert!(
+            r.contains(&format!("pack_reused={packed} bitmap=true")),
+            "{packed}: {r}"
+        );
     }
 }

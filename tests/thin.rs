@@ -520,14 +520,15 @@ fn clone_shows_gits_progress_lines() {
     let total = git(&repo, &["rev-list", "--objects", "--all"])
         .lines()
         .count();
-    // Loose objects are deflated anew, the others copied.
+    // Loose objects are deflated anew, the others copied as one stretch of the
+    // stored pack (git's partial pack reuse): pack-reused, not reused one by one.
     let loose: usize = git(&repo, &["count-objects", "-v"])
         .lines()
         .find_map(|l| l.strip_prefix("count: "))
         .unwrap()
         .parse()
         .unwrap();
-    let reused = total - loose;
+    let packed = total - loose;
     for v in ["0", "2"] {
         let dest = dir.join(format!("p{v}.git"));
         let stderr = ok(
@@ -563,7 +564,7 @@ fn clone_shows_gits_progress_lines() {
             format!("remote: Enumerating objects: {total}, done."),
             format!("remote: Counting objects: 100% ({total}/{total}), done."),
             format!(
-                "remote: Total {total} (delta {deltas}), reused {reused} (delta {deltas}), pack-reused 0 (from 0)"
+                "remote: Total {total} (delta {deltas}), reused 0 (delta 0), pack-reused {packed} (from 1)"
             ),
         ] {
             assert!(

@@ -241,25 +241,22 @@ fn generate(
                 &mut out,
             )?;
             counting.done();
+            // Copying stretches read the index's offsets through its mapping.
+            crate::memory::release_index_pages();
             stats
         }
     };
     out.flush()?;
     stats.bitmap = plan.bitmap;
     if progress {
-        // A stored pack sent whole counts as git counts its verbatim reuse.
-        let (total, deltas, reused, reused_deltas) = if stats.pack_reused > 0 {
-            (stats.objects, 0, 0, 0)
-        } else {
-            (
-                stats.objects,
-                stats.deltas,
-                stats.reused,
-                stats.reused_deltas,
-            )
-        };
+        // As git counts: objects copied as stretches of the stored pack (or the
+        // whole of it) are pack-reused, not reused.
         let _ = tx.blocking_send(Chunk::Progress(format!(
-            "Total {total} (delta {deltas}), reused {reused} (delta {reused_deltas}), pack-reused {} (from {})\n",
+            "Total {} (delta {}), reused {} (delta {}), pack-reused {} (from {})\n",
+            stats.objects,
+            stats.deltas,
+            stats.reused,
+            stats.reused_deltas,
             stats.pack_reused,
             usize::from(stats.pack_reused > 0),
         )));

@@ -126,6 +126,16 @@ impl Pack {
         self.offset_at_index(self.index_at(pos))
     }
 
+    /// Offset of the object at `pos` in pack order, or where the entries end for
+    /// the position after the last, read through the index's mapping (whose pages
+    /// `crate::memory::release_index_pages` gives back).
+    pub fn offset_mapped(&self, pos: u32) -> u64 {
+        match self.order.get(pos as usize) {
+            Some(index) => self.index.pack_offset_at_index(index),
+            None => self.entries_end,
+        }
+    }
+
     /// Offset and entry size of the object at `pos` in pack order.
     pub fn entry_at(&self, pos: u32) -> (u64, usize) {
         let offset = self.offset_at_index(self.index_at(pos));

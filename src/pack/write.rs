@@ -30,6 +30,8 @@ use gix::hashtable::HashSet;
 use gix::object::Kind;
 use gix::odb::pack::data::{self, entry::Header};
 
+mod stretch;
+
 use super::bases::{Base, Bases, MAX_DEPTH};
 use super::delta;
 use super::packs::{Pack, Packs, ReadAhead};
@@ -47,7 +49,9 @@ pub struct PackStats {
     /// Stored deltas copied.
     pub reused_deltas: usize,
     pub bytes: u64,
-    /// Objects sent as part of a whole stored pack, streamed as it is.
+    /// Objects copied as stretches of a stored pack, unchanged: the whole pack when
+    /// the client wants exactly its objects, else runs of entries (git's
+    /// `pack.allowPackReuse`).
     pub pack_reused: usize,
     /// The objects were chosen with a pack bitmap.
     pub bitmap: bool,
@@ -121,12 +125,24 @@ pub fn write_pack(
         bases: bases.filter(|b| !b.is_empty()),
         reader,
         budget: DELTA_BUDGET,
+        stretch: stretch::Window::default(),
     };
     let mut header = *b"PACK\0\0\0\x02\0\0\0\0";
     header[8..].copy_from_slice(&count32.to_be_bytes());
     w.out.write_all(&header)?;
-    for item in items {
+    let mut items = items.peekable();
+    while let Some(item) = items.next() {
         match item {
+            // Without new deltas no stored chain grows, and a client reading offset
+            // deltas takes runs of stored entries as they are.
+            Item::Packed { pack, pos } if w.bases.is_none() && w.ofs_delta => {
+                let mut end = pos + 1;
+                while items.next_if_eq(&Item::Packed { pack, pos: end }).is_some() {
+                    end += 1;
+                }
+                w.stretches(pack, pos..end, on_object)?;
+                continue;
+            }
             Item::Packed { pack, pos } => w.packed(pack, pos)?,
             Item::Other(id) => {
                 let here = w.out.written;
@@ -183,18 +199,39 @@ struct Writer<'a> {
     reader: Reader<'a>,
     /// What is left of [`DELTA_BUDGET`].
     budget: usize,
+    /// The pack bytes of the stretch being copied.
+    stretch: stretch::Window,
 }
 
-/// An entry of one of our packs as written to the pack being sent.
+/// An entry of one of our packs as written to the pack being sent, or a stretch of
+/// entries copied unchanged.
 struct Placed {
-    /// Where it is in its pack (pack order, so `placed` is sorted by it).
+    /// Where it is in its pack (pack order, so `placed` is sorted by it), and where
+    /// it ends there.
     from: u64,
+    end: u64,
     /// Where it is in ours.
     at: u64,
-    /// Its delta depth in ours.
+    /// Its delta depth in ours (0 for a stretch: stretches are copied only when no
+    /// new delta is made, and then no chain grows and depths need no tracking).
     depth: u32,
     /// Its chain holds a new delta, so it may be longer than it is stored.
     grown: bool,
+}
+
+impl Writer<'_> {
+    /// Where the entry at `base` of the current pack went, with its depth and
+    /// whether its chain grew, if it was written.
+    fn placed(&self, base: u64) -> Option<(u64, u32, bool)> {
+        let i = self
+            .placed
+            .partition_point(|p| p.from <= base)
+            .checked_sub(1)?;
+        let p = &self.placed[i];
+        // Only an entry's start is a base: inside a stretch, one of its entries.
+        let start = base == p.from || self.stretch.starts(base);
+        (start && base < p.end).then(|| (p.at + (base - p.from), p.depth, p.grown))
+    }
 }
 
 /// Whether an object of `size` bytes is worth a delta search.
@@ -233,16 +270,15 @@ impl Writer<'_> {
                 let base = offset
                     .checked_sub(base_distance)
                     .ok_or("an offset delta's base lies before its pack")?;
-                let placed = self.placed.binary_search_by_key(&base, |p| p.from).ok();
-                let (depth, grown) = placed.map_or((1, false), |i| {
-                    (self.placed[i].depth + 1, self.placed[i].grown)
-                });
+                let placed = self.placed(base);
+                let (depth, grown) =
+                    placed.map_or((1, false), |(_, depth, grown)| (depth + 1, grown));
                 match placed {
                     // A stored chain that a new delta below it made longer than
                     // git's limit is cut here: this entry is written anew.
                     _ if grown && depth > MAX_DEPTH => None,
-                    Some(i) if self.ofs_delta => Some(Header::OfsDelta {
-                        base_distance: here - self.placed[i].at,
+                    Some((at, ..)) if self.ofs_delta => Some(Header::OfsDelta {
+                        base_distance: here - at,
                     }),
                     _ => pack
                         .id_at_offset(base)
@@ -305,6 +341,7 @@ impl Writer<'_> {
         }
         self.placed.push(Placed {
             from: offset,
+            end: offset + size as u64,
             at: here,
             depth,
             grown,
